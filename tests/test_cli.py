@@ -1,0 +1,39 @@
+"""The `sparsetrt` command line: prune writes a checkpoint that reloads into the same function."""
+
+import json
+
+import torch
+
+from exporter import SparseLinear
+from exporter.checkpoint import load_model
+from exporter.cli import main
+
+
+def test_prune_writes_loadable_checkpoint(tmp_path):
+    out = tmp_path / "mlp.safetensors"
+    report = tmp_path / "report.json"
+    assert main(["prune", "--model", "mlp", "--pattern", "hinm:vector=64", "--sparsity", "0.75", "-o", str(out),
+                 "--report-json", str(report), "-q"]) == 0
+    model, spec = load_model(out)
+    assert spec["zoo"] == "mlp" and isinstance(model.fc1, SparseLinear)
+    assert abs(json.loads(report.read_text())["achieved"] - 0.75) < 0.02
+    assert model(torch.randn(3, 256)).shape == (3, 128)
+
+
+def test_prune_config_file(tmp_path):
+    cfg = tmp_path / "prune.yaml"
+    cfg.write_text("model: encoder\nmodel_args: {d_model: 64, ffn: 128, heads: 2, layers: 1}\npattern: tvw:tile=32\n"
+                   "sparsity: 0.8\nexclude: ['*.o']\n")
+    out = tmp_path / "enc.safetensors"
+    assert main(["prune", "--config", str(cfg), "-o", str(out), "-q"]) == 0
+    model, _ = load_model(out)
+    assert isinstance(model.blocks[0].q, SparseLinear) and not isinstance(model.blocks[0].o, SparseLinear)
+
+
+def test_prune_bad_input_exit_code(tmp_path, capsys):
+    assert main(["prune", "--pattern", "hinm:vector=48", "-q", "-o", str(tmp_path / "x")]) == 2
+    assert "layer 'fc1'" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("modle: mlp\n")
+    assert main(["prune", "--config", str(bad), "-q"]) == 2
+    assert "unknown key(s) ['modle']" in capsys.readouterr().err

@@ -138,8 +138,10 @@ def tw_layers(scores: Mapping[str, torch.Tensor], pattern: TW, sparsity: float) 
     out = {}
     for name, picked in zip(names, chosen, strict=True):
         counts = 1 + picked.reshape(chunk_scores[name].shape[0], -1).sum(1)
-        cols = [torch.sort(order[name][t, :int(c) * K_STEP]).values for t, c in enumerate(counts)]
-        rows = kept_rows[name].reshape(-1, g)
+        # store tiles longest first: the kernel launches CTAs in tile order (longest-processing-time first)
+        lpt = torch.sort(counts, descending=True, stable=True).indices
+        cols = [torch.sort(order[name][t, :int(counts[t]) * K_STEP]).values for t in lpt.tolist()]
+        rows = kept_rows[name].reshape(-1, g)[lpt]
         mask = _tiles_to_mask(tuple(scores[name].shape), rows, cols, scores[name], two_four)
         out[name] = LayerMask(name, mask, sparsity, rows, cols, two_four)
     return out

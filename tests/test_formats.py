@@ -117,7 +117,7 @@ def corrupt(fmt, field, fn):
     ("k_index", lambda t: t.__setitem__(1, t[0]), "duplicated"),
     ("meta", lambda t: t.__setitem__(0, 0), "exactly 2 distinct"),
     ("meta", lambda t: t.__setitem__(5, int(np.uint32(0x5555_5555).view(np.int32))), "exactly 2 distinct"),
-    ("row_index", lambda t: t.__setitem__(1, t[0]), "more than one tile row"),
+    ("row_index", lambda t: t.__setitem__(1, t[0]), "written more than once"),
     ("row_index", lambda t: t.__setitem__(0, -1), "out of range"),
 ])
 def test_corrupted_fields_are_rejected(fmt, field, fn, message):

@@ -2,7 +2,8 @@
 
 A weight W[N, K] is cut into T tiles of R output rows.  Tile t
   * writes the output features `row_index[t*R:(t+1)*R]` (HiNM: a block of V rows, possibly permuted;
-    TW/TVW: R kept output features),
+    TW/TVW: R kept output features); `row_index` is a permutation of 0..N-1 whose last N − T·R entries
+    are pruned output features, which output just their bias,
   * reads the kept input columns `k_index[k_offsets[t]:k_offsets[t+1]]` (Kt of them, a multiple of 32,
     in the order the 2:4 groups are formed: ascending unless `index_order == "free"`),
   * stores its values row-major as [R, Kt/2] (2:4: the 2 kept of every 4 consecutive kept columns)
@@ -151,7 +152,7 @@ class TileSparseWeight:
         if bias is not None:
             y = y + bias.to(acc)
         kept = self.uniform_kept
-        rows_all = self.row_index.to(torch.int64)
+        rows_all = self.row_index[:self.num_tiles * self.tile_rows].to(torch.int64)
         if kept is not None:   # one batched gather-GEMM for uniform tiles (HiNM)
             tiles = torch.stack([self.tile_dense(t, acc) for t in range(self.num_tiles)])      # [T, R, Kt]
             xg = xa[..., self.k_index.to(torch.int64).view(self.num_tiles, kept)]              # [..., T, Kt]
@@ -198,12 +199,14 @@ class TileSparseWeight:
             fail("k_index", f"holds {self.k_index.numel()} indices but k_offsets ends at {int(offs[-1])}")
         tiles = self.num_tiles
         rows = self.row_index.to(torch.int64).cpu()
-        if rows.numel() != tiles * self.tile_rows:
-            fail("row_index", f"holds {rows.numel()} rows, expected T·R = {tiles}·{self.tile_rows}")
+        if rows.numel() != n:
+            fail("row_index", f"holds {rows.numel()} entries, expected N = {n} (tile rows first, then pruned features)")
+        if tiles * self.tile_rows > n:
+            fail("k_offsets", f"{tiles} tiles of {self.tile_rows} rows exceed N = {n}")
         if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= n):
             fail("row_index", f"output feature out of range [0, {n}): min {int(rows.min())}, max {int(rows.max())}")
         if torch.unique(rows).numel() != rows.numel():
-            fail("row_index", "an output feature is written by more than one tile row")
+            fail("row_index", "an output feature is written more than once")
         kidx = self.k_index.to(torch.int64).cpu()
         if kidx.numel() and (int(kidx.min()) < 0 or int(kidx.max()) >= k):
             t = int(torch.searchsorted(offs, torch.nonzero((kidx < 0) | (kidx >= k))[0], right=True)[0]) - 1
@@ -289,6 +292,8 @@ def compress(
     if covered != int(mask.sum()):
         raise FormatError(f"{where}: the mask keeps {int(mask.sum()) - covered} weights outside the tiles")
     offsets = np.concatenate([[0], np.cumsum([len(c) for c in cols])]).astype(np.int32)
+    pruned_rows = torch.ones(weight.shape[0], dtype=torch.bool)
+    pruned_rows[rows.reshape(-1)] = False
     meta_words = np.concatenate(words) if words else np.zeros(0, np.uint32)
     fmt = TileSparseWeight(
         shape=(int(weight.shape[0]), int(weight.shape[1])),
@@ -298,7 +303,7 @@ def compress(
         meta=torch.from_numpy(meta_words.astype(np.uint32).view(np.int32).copy()),
         k_index=torch.cat([torch.as_tensor(c, dtype=torch.int32) for c in cols]),
         k_offsets=torch.from_numpy(offsets),
-        row_index=rows.reshape(-1).to(torch.int32),
+        row_index=torch.cat([rows.reshape(-1), torch.nonzero(pruned_rows).flatten()]).to(torch.int32),
         pattern=pattern,
         index_order=index_order,
         name=name,

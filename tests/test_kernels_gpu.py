@@ -1,0 +1,134 @@
+"""The sparse-tensor-core kernels on a real GPU (run on the device: tools/run_gpu_tests.sh).
+
+Every check: fresh random inputs, output poisoned with NaN before the launch, compared with the
+float64 reference computed from the same compressed (rounded) values.  Tolerances: REL_TOL in
+tests/gpu_helpers.py (fp16 2e-3, bf16 1.2e-2 relative Frobenius error)."""
+
+import numpy as np
+import pytest
+import torch
+
+from exporter import HiNM, SparseLinear, select_masks
+from exporter.formats import meta as meta_layout
+
+from .gpu_helpers import CASES, REL_TOL, check, make_format, run_kernel
+
+pytestmark = pytest.mark.gpu
+DTYPES = [torch.float16, torch.bfloat16]
+
+
+def test_mma_sp_fragment_layout_probe(rng):
+    """One mma.sp with host-built fragments: confirms the A, B, metadata and D layouts we assume."""
+    from trt_plugins import launch
+
+    rt = launch.runtime(0)
+    fn = rt.module.get_function("probe_mma_sp_f16")
+    a = torch.randint(-3, 4, (16, 32), generator=rng).float()
+    pos = torch.stack([torch.randperm(4, generator=rng)[:2].sort().values for _ in range(16 * 8)]).reshape(16, 16)
+    dense = torch.zeros(16, 32)
+    comp = torch.zeros(16, 16)
+    for r in range(16):
+        for grp in range(8):
+            for j in range(2):
+                c = 4 * grp + int(pos[r, 2 * grp + j])
+                dense[r, c] = a[r, c]
+                comp[r, 2 * grp + j] = a[r, c]
+    b = torch.randint(-3, 4, (32, 8), generator=rng).float()
+    expect = dense @ b          # small integers: exact in fp16/fp32
+    h = lambda t: t.half().numpy().view(np.uint16).astype(np.uint32)  # noqa: E731
+    pack = lambda lo, hi: (h(lo) | (h(hi) << 16)).astype(np.uint32)  # noqa: E731
+    af, bf = np.zeros((32, 4), np.uint32), np.zeros((32, 4), np.uint32)
+    words = meta_layout.encode(pos.numpy())   # [g][t] for one 16x32 block
+    ef = np.zeros(32, np.uint32)
+    for lane in range(32):
+        g, t = lane // 4, lane % 4
+        af[lane] = [pack(comp[g, 2 * t], comp[g, 2 * t + 1]), pack(comp[g + 8, 2 * t], comp[g + 8, 2 * t + 1]),
+                    pack(comp[g, 8 + 2 * t], comp[g, 9 + 2 * t]), pack(comp[g + 8, 8 + 2 * t], comp[g + 8, 9 + 2 * t])]
+        bf[lane] = [pack(b[8 * j + 2 * t, g], b[8 * j + 2 * t + 1, g]) for j in range(4)]
+        ef[lane] = words[g * 2 + (t & 1)]
+    dev = lambda arr: torch.from_numpy(arr.view(np.int32).copy()).cuda()  # noqa: E731
+    out = torch.full((32, 4), float("nan"), device="cuda")
+    fn(np.uintp(dev(af).data_ptr()), np.uintp(dev(bf).data_ptr()), np.uintp(dev(ef).data_ptr()),
+       np.uintp(out.data_ptr()), block=(32, 1, 1), grid=(1, 1))
+    torch.cuda.synchronize()
+    got = torch.zeros(16, 8)
+    for lane in range(32):
+        g, t = lane // 4, lane % 4
+        got[g, 2 * t], got[g, 2 * t + 1], got[g + 8, 2 * t], got[g + 8, 2 * t + 1] = out[lane].cpu()
+    assert torch.equal(got, expect), f"fragment layout mismatch:\n{got}\n{expect}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("m", [1, 7, 129, 4097])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_kernel_matches_float64_reference(case, m, dtype, rng):
+    _, pattern, sparsity, n, k = case
+    fmt, bias = make_format(pattern, sparsity, n, k, dtype, rng)
+    x = torch.randn(m, k, generator=rng).to(dtype)
+    check(fmt, x, bias, run_kernel(fmt, x, bias))
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_fused_activation_no_bias(activation, dtype, rng):
+    fmt, _ = make_format(HiNM(vector=64), 0.75, 256, 384, dtype, rng)
+    x = torch.randn(300, 384, generator=rng).to(dtype)
+    check(fmt, x, None, run_kernel(fmt, x, None, activation), activation)
+
+
+@pytest.mark.parametrize("m", [7, 130])
+def test_scattered_rows_free_order_and_unaligned_activations(m, rng):
+    """row_index scatter (no vector stores), non-ascending kept columns, XT rows not 16-byte aligned."""
+    fmt, bias = make_format(HiNM(vector=64), 0.75, 192, 256, torch.float16, rng, permute_rows=True, free_order=True)
+    assert fmt.index_order == "free"
+    x = torch.randn(m, 256, generator=rng).half()
+    check(fmt, x, bias, run_kernel(fmt, x, bias, pad_to=1))   # ldx = M: odd, unaligned rows
+    check(fmt, x, bias, run_kernel(fmt, x, bias))
+
+
+def test_large_k_and_many_tiles(rng):
+    fmt, bias = make_format(HiNM(vector=128), 0.75, 1024, 4096, torch.float16, rng)
+    x = torch.randn(513, 4096, generator=rng).half()
+    check(fmt, x, bias, run_kernel(fmt, x, bias))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_sparse_linear_runs_the_kernel_on_cuda(dtype, rng):
+    from trt_plugins import launch
+
+    linear = torch.nn.Linear(320, 256)
+    lm = select_masks({"fc": linear.weight.abs()}, HiNM(vector=64), 0.75)["fc"]
+    layer = SparseLinear.from_linear(linear, lm, dtype=dtype).cuda()
+    x = torch.randn(3, 41, 320, generator=rng).to(dtype)
+    before = launch.LAUNCH_COUNT
+    y = layer(x.cuda())
+    torch.cuda.synchronize()
+    assert launch.LAUNCH_COUNT == before + 1, "SparseLinear on CUDA did not launch our kernel"
+    assert y.shape == (3, 41, 256) and y.dtype == dtype
+    ref = layer.format.to("cpu").matmul(x.double().reshape(-1, 320), layer.bias.cpu().double()).reshape(3, 41, 256)
+    err = ((y.cpu().double() - ref).norm() / ref.norm()).item()
+    assert err < REL_TOL[dtype]
+
+
+def test_cuda_graph_capture_and_side_stream(rng):
+    linear = torch.nn.Linear(256, 256)
+    lm = select_masks({"fc": linear.weight.abs()}, HiNM(vector=64), 0.75)["fc"]
+    layer = SparseLinear.from_linear(linear, lm, dtype=torch.float16).cuda()
+    static_x = torch.randn(100, 256, device="cuda", dtype=torch.float16)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):            # warm-up on a side stream (also loads the module)
+        layer(static_x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_y = layer(static_x)
+    for _ in range(3):                        # fresh data each replay
+        x = torch.randn(100, 256, generator=rng).half()
+        static_x.copy_(x.cuda())
+        static_y.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        ref = layer.format.to("cpu").matmul(x.double(), layer.bias.cpu().double())
+        assert not torch.isnan(static_y).any()
+        assert ((static_y.cpu().double() - ref).norm() / ref.norm()).item() < REL_TOL[torch.float16]

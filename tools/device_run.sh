@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Everything the GPU machine does in one call: environment, SASS check, GPU tests + sanitizers,
+# kernel benchmark.  Short table last.  Usage on the device:  bash tools/device_run.sh [bench|tests|all]
+set -uo pipefail
+OUT="${OUT:-out/device}"
+mkdir -p "$OUT"
+what="${1:-all}"
+source .device-kit/install.sh || exit 3
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.total --format=csv,noheader
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+[ -f trt_plugins/kernels/sparsetrt_kernels.fatbin ] || python3 cuda/build.py --arch 90
+cuobjdump --dump-sass --function tsgemm_f16_bm64_none trt_plugins/kernels/sparsetrt_kernels.fatbin > "$OUT/sass_f16_bm64.txt" 2>&1
+echo "SASS tsgemm_f16_bm64_none (sm_90): $(grep -c 'HMMA' "$OUT/sass_f16_bm64.txt") HMMA ($(grep -c 'HMMA.*SP' "$OUT/sass_f16_bm64.txt") sparse), $(grep -c LDSM "$OUT/sass_f16_bm64.txt") LDSM, $(grep -c LDGSTS "$OUT/sass_f16_bm64.txt") LDGSTS, $(grep -cE 'LDL|STL' "$OUT/sass_f16_bm64.txt") local-memory ops"
+status=0
+if [ "$what" != bench ]; then
+  OUT="$OUT" bash tools/run_gpu_tests.sh || status=1
+  tail -n 3 "$OUT/gpu_tests.log"
+fi
+if [ "$what" != tests ]; then
+  python3 tools/bench_kernels.py --out "$OUT" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -n 12
+fi
+exit "$status"

@@ -1,0 +1,273 @@
+"""Launch layer for the tile-sparse GEMM kernels: plan (pure Python), load (pycuda), launch (any stream).
+
+    plan(M, K, N, tile_rows, num_tiles, dtype, activation) -> LaunchPlan     # no GPU needed
+    enqueue(xt_ptr=..., ..., stream=handle)                                  # raw device pointers
+    tile_sparse_linear(x, values, ...)                                       # torch tensors
+
+The kernel reads activations feature-major, XT[K, ldx] (see cuda/tile_sparse_gemm.cuh); the torch
+path transposes X[M, K] into a padded XT first.  pycuda loads the module into the primary context
+that PyTorch also uses.  pycuda cannot launch on a stream it did not create, so `enqueue` forks from
+the caller's stream (torch's current stream or TensorRT's) to a pycuda-owned stream with events and
+joins back: the launch is ordered like any other work on the caller's stream, also while a CUDA
+graph is being captured on it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
+FATBIN = "sparsetrt_kernels.fatbin"
+ACTIVATIONS = {"none": 0, "relu": 1, "gelu": 2}
+DTYPES = {"float16": "f16", "bfloat16": "bf16"}
+TOKENS_PER_CTA = 128
+STAGES = 4
+KEPT_PER_STAGE = 32
+FILL_ROWS_PER_CTA = 64
+CTA_ROWS = (128, 64, 32)
+DEFAULT_SHARED_LIMIT = 48 * 1024   # above this a kernel needs cudaFuncAttributeMaxDynamicSharedMemorySize
+
+
+class KernelUnavailable(RuntimeError):
+    """No usable kernel binary / GPU runtime (pycuda missing, no GPU, no nvcc for the fallback)."""
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    kernel_name: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    shared_bytes: int
+    cta_rows: int
+    gemm_ctas: int
+    fill_ctas: int
+
+
+def cta_rows_for(tile_rows: int) -> int:
+    """CTA height: the largest of 128/64/32 that divides the tile height (one B gather feeds all rows)."""
+    for bm in CTA_ROWS:
+        if tile_rows % bm == 0:
+            return bm
+    raise ValueError(f"tile_rows={tile_rows} is not a multiple of 32, which the kernels need")
+
+
+def shared_bytes(cta_rows: int) -> int:
+    """Mirror of CtaShape<BM>::kSmemBytes in cuda/tile_sparse_gemm.cuh."""
+    stage = cta_rows * (KEPT_PER_STAGE // 2) * 2 + cta_rows * 4 + KEPT_PER_STAGE * TOKENS_PER_CTA * 2
+    out_tile = TOKENS_PER_CTA * (cta_rows + 8) * 2
+    return max(STAGES * stage, out_tile)
+
+
+def check_problem(M: int, K: int, N: int, tile_rows: int, num_tiles: int, dtype: str) -> None:
+    """Raise ValueError naming the dimension the kernels cannot run."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype '{dtype}': the sparse-tensor-core kernels run float16 or bfloat16 only")
+    if M < 0:
+        raise ValueError(f"M={M}: the number of tokens must be >= 0")
+    if K < KEPT_PER_STAGE:
+        raise ValueError(f"K={K}: the input dimension must be >= {KEPT_PER_STAGE}")
+    cta_rows_for(tile_rows)
+    if num_tiles < 1 or num_tiles * tile_rows > N:
+        raise ValueError(f"num_tiles={num_tiles} x tile_rows={tile_rows} must be >= 1 tile and <= N={N}")
+    if M * max(N, K) >= 2**31:
+        raise ValueError(f"M={M} x max(N, K)={max(N, K)} overflows the kernels' 32-bit index arithmetic")
+
+
+def kernel_name(dtype: str, cta_rows: int, activation: str) -> str:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation '{activation}': expected one of {sorted(ACTIVATIONS)}")
+    return f"tsgemm_{DTYPES[dtype]}_bm{cta_rows}_{activation}"
+
+
+def plan(M: int, K: int, N: int, tile_rows: int, num_tiles: int, dtype: str, activation: str = "none") -> LaunchPlan:
+    check_problem(M, K, N, tile_rows, num_tiles, dtype)
+    bm = cta_rows_for(tile_rows)
+    m_tiles = -(-M // TOKENS_PER_CTA)
+    gemm = num_tiles * (tile_rows // bm) * m_tiles
+    pruned = N - num_tiles * tile_rows
+    fill = m_tiles * -(-pruned // FILL_ROWS_PER_CTA)
+    threads = (bm // 32) * (TOKENS_PER_CTA // 64) * 32
+    return LaunchPlan(kernel_name(dtype, bm, activation), (gemm + fill, 1, 1), (threads, 1, 1), shared_bytes(bm),
+                      bm, gemm, fill)
+
+
+def ptx_path(arch: str = "sm_90") -> Path:
+    if arch != "sm_90":
+        raise ValueError(f"only sm_90 PTX is built (compute_90 PTX JIT-compiles for newer GPUs), got {arch}")
+    path = KERNEL_DIR / "sparsetrt_kernels_sm90.ptx"
+    if not path.is_file():
+        raise KernelUnavailable(f"{path} is missing: build the kernels with `python cuda/build.py`")
+    return path
+
+
+# ---- runtime (pycuda) ---------------------------------------------------------------------------------
+class _Runtime:
+    """Per-device: the loaded module, prepared functions, and the pycuda stream we launch on."""
+
+    def __init__(self, device_index: int) -> None:
+        try:
+            import pycuda.driver as cuda
+        except ImportError as err:
+            raise KernelUnavailable("pycuda is not installed (pip install 'sparsetrt[gpu]')") from err
+        import torch
+
+        cuda.init()
+        self.cuda = cuda
+        self.device_index = device_index
+        torch.cuda.init()
+        self.context = cuda.Device(device_index).retain_primary_context()   # PyTorch's context
+        self.context.push()
+        try:
+            path = _module_file(device_index)
+            try:
+                self.module = cuda.module_from_file(str(path))
+            except cuda.Error:   # e.g. a driver too old for the shipped PTX: compile for this GPU now
+                major, minor = torch.cuda.get_device_capability(device_index)
+                self.module = cuda.module_from_file(str(compile_for(f"{major}{minor}")))
+            self.stream = cuda.Stream()
+        finally:
+            self.context.pop()
+        self.side = torch.cuda.ExternalStream(self.stream.handle, device=torch.device("cuda", device_index))
+        self.functions: dict[str, object] = {}
+
+    def function(self, name: str, shared: int):
+        fn = self.functions.get(name)
+        if fn is None:
+            fn = self.module.get_function(name)
+            fn.prepare("PPPPPPPPiiiiiii")
+            if shared > DEFAULT_SHARED_LIMIT:
+                fn.set_attribute(self.cuda.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, shared)
+            self.functions[name] = fn
+        return fn
+
+
+_RUNTIMES: dict[int, _Runtime] = {}
+_LOCK = threading.Lock()
+
+
+def runtime(device_index: int = 0) -> _Runtime:
+    with _LOCK:
+        if device_index not in _RUNTIMES:
+            _RUNTIMES[device_index] = _Runtime(device_index)
+        return _RUNTIMES[device_index]
+
+
+def _module_file(device_index: int) -> Path:
+    """The prebuilt fatbin, or a cubin compiled now for this GPU when no prebuilt binary matches."""
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(device_index)
+    if major < 8:
+        raise KernelUnavailable(f"GPU sm_{major}{minor}: mma.sp (sparse tensor cores) needs sm_80 or newer")
+    prebuilt = KERNEL_DIR / FATBIN
+    # the fatbin holds SASS for sm_80/86/89/90 and compute_80 PTX that the driver JIT-compiles for newer GPUs
+    return prebuilt if prebuilt.is_file() else compile_for(f"{major}{minor}")
+
+
+def compile_for(arch: str) -> Path:
+    """Compile-at-first-use fallback: cubin for sm_<arch> into ~/.cache/sparsetrt (needs nvcc)."""
+    source = KERNEL_DIR / "kernels.cu"
+    if not source.is_file():
+        source = Path(__file__).resolve().parents[1] / "cuda" / "kernels.cu"
+    nvcc = shutil.which("nvcc")
+    if nvcc is None or not source.is_file():
+        raise KernelUnavailable(f"no prebuilt kernel for sm_{arch} and no nvcc/sources to compile one")
+    cache = Path(os.environ.get("SPARSETRT_CACHE", Path.home() / ".cache" / "sparsetrt"))
+    cache.mkdir(parents=True, exist_ok=True)
+    out = cache / f"sparsetrt_kernels_sm{arch}.cubin"
+    if not out.is_file() or out.stat().st_mtime < source.stat().st_mtime:
+        cmd = [nvcc, "-std=c++17", "-O3", "--use_fast_math", f"-gencode=arch=compute_{arch},code=sm_{arch}",
+               "-cubin", str(source), "-o", str(out)]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise KernelUnavailable(f"nvcc failed for sm_{arch}:\n{result.stderr}")
+    return out
+
+
+LAUNCH_COUNT = 0   # incremented per kernel launch; tests use it to prove the kernel path ran
+
+
+def enqueue(*, xt_ptr: int, ldx: int, values_ptr: int, meta_ptr: int, k_index_ptr: int, k_offsets_ptr: int,
+            row_index_ptr: int, bias_ptr: int, y_ptr: int, M: int, K: int, N: int, tile_rows: int, num_tiles: int,
+            dtype: str, activation: str, stream: int | None, device_index: int = 0) -> LaunchPlan:
+    """Launch Y[M, N] = act(XT^T · W^T + b) on `stream` (a raw cudaStream_t handle; None = torch's current).
+
+    bias_ptr = 0 means no bias.  Returns the plan it launched (empty grids launch nothing)."""
+    import torch
+
+    global LAUNCH_COUNT
+    p = plan(M, K, N, tile_rows, num_tiles, dtype, activation)
+    if ldx < M:
+        raise ValueError(f"ldx={ldx} must be >= M={M} (XT is [K, ldx])")
+    if M == 0:
+        return p
+    rt = runtime(device_index)
+    fn = rt.function(p.kernel_name, p.shared_bytes)
+    device = torch.device("cuda", device_index)
+    caller = torch.cuda.current_stream(device) if stream is None else torch.cuda.ExternalStream(stream, device=device)
+    rt.side.wait_stream(caller)
+    fn.prepared_async_call(p.grid, p.block, rt.stream, xt_ptr, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr,
+                           row_index_ptr, bias_ptr if bias_ptr else values_ptr, y_ptr, M, ldx, K, N, num_tiles,
+                           tile_rows, 1 if bias_ptr else 0, shared_size=p.shared_bytes)
+    caller.wait_stream(rt.side)
+    LAUNCH_COUNT += 1
+    return p
+
+
+# ---- torch path ---------------------------------------------------------------------------------------
+def supports(x, values, two_four: bool) -> bool:
+    """True when the kernels can run this call (else the op falls back to the reference math)."""
+    import torch
+
+    return (x.is_cuda and values.is_cuda and two_four and x.dtype in (torch.float16, torch.bfloat16)
+            and values.dtype == x.dtype and x.shape[-1] >= KEPT_PER_STAGE and _kernels_present())
+
+
+def _kernels_present() -> bool:
+    try:
+        import pycuda  # noqa: F401
+    except ImportError:
+        return False
+    return (KERNEL_DIR / FATBIN).is_file() or (KERNEL_DIR / "kernels.cu").is_file() or shutil.which("nvcc") is not None
+
+
+def to_feature_major(x2d, pad_to: int = 8):
+    """X[M, K] → XT[K, ldx] with ldx = M rounded up to `pad_to` (16-byte aligned rows for the gather)."""
+    import torch
+
+    m, k = x2d.shape
+    ldx = -(-max(m, 1) // pad_to) * pad_to
+    xt = torch.empty(k, ldx, dtype=x2d.dtype, device=x2d.device)
+    xt[:, :m].copy_(x2d.t())
+    return xt
+
+
+def tile_sparse_linear(x, values, meta, k_index, k_offsets, row_index, bias, out_features: int, tile_rows: int,
+                       activation: str, xt=None):
+    """Torch entry point (what SparseLinear.forward runs on CUDA).  `xt` may pass a precomputed
+    feature-major copy of x (benchmarks of the kernel alone)."""
+    import torch
+
+    k = x.shape[-1]
+    x2d = x.reshape(-1, k)
+    m = x2d.shape[0]
+    y = torch.empty(m, out_features, dtype=x.dtype, device=x.device)
+    if m:
+        if xt is None:
+            xt = to_feature_major(x2d)
+        ints = [t.contiguous() for t in (meta, k_index, k_offsets, row_index)]
+        if any(t.dtype != torch.int32 for t in ints):
+            raise ValueError("meta, k_index, k_offsets and row_index must be int32")
+        values = values.contiguous()
+        b = bias.contiguous().to(x.dtype) if bias is not None else None
+        enqueue(xt_ptr=xt.data_ptr(), ldx=xt.shape[1], values_ptr=values.data_ptr(), meta_ptr=ints[0].data_ptr(),
+                k_index_ptr=ints[1].data_ptr(), k_offsets_ptr=ints[2].data_ptr(), row_index_ptr=ints[3].data_ptr(),
+                bias_ptr=b.data_ptr() if b is not None else 0, y_ptr=y.data_ptr(), M=m, K=k, N=out_features,
+                tile_rows=tile_rows, num_tiles=k_offsets.numel() - 1, dtype=str(x.dtype).removeprefix("torch."),
+                activation=activation, stream=None, device_index=x.device.index or 0)
+    return y.reshape(*x.shape[:-1], out_features)

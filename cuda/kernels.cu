@@ -6,7 +6,7 @@
 using namespace sparsetrt;
 
 #define SPARSETRT_GEMM(NAME, T, BM, ACT)                                                                  \
-  extern "C" __global__ void __launch_bounds__(CtaShape<BM>::kThreads)                                    \
+  extern "C" __global__ void __launch_bounds__(CtaShape<BM>::kThreads, 2)                                    \
       NAME(const T* xt, const T* values, const uint32_t* meta, const int* k_index, const int* k_offsets, \
            const int* row_index, const T* bias, T* y, int M, int ldx, int K, int N, int num_tiles,        \
            int tile_rows, int has_bias) {                                                                 \
@@ -26,6 +26,45 @@ SPARSETRT_GEMM_ACTS(f16, __half, 128)
 SPARSETRT_GEMM_ACTS(bf16, __nv_bfloat16, 32)
 SPARSETRT_GEMM_ACTS(bf16, __nv_bfloat16, 64)
 SPARSETRT_GEMM_ACTS(bf16, __nv_bfloat16, 128)
+
+// X[M, K] -> XT[K, ldx] for 16-bit types (fp16/bf16 move as bits): 64x64 tiles through shared memory,
+// 16-byte loads when X rows allow them, 16-byte stores when XT rows do.  Columns M..ldx-1 are not written.
+extern "C" __global__ void __launch_bounds__(256) transpose16(const uint16_t* __restrict__ x, uint16_t* __restrict__ xt,
+                                                           int M, int K, int ldx) {
+  __shared__ uint32_t tile[64][33];   // [m][k/2]: 64 k as 32 words, +1 word so column reads spread over banks
+  const int m0 = blockIdx.x * 64, k0 = blockIdx.y * 64, tid = threadIdx.x;
+  const bool vec_in = (K % 8 == 0) && ((reinterpret_cast<uintptr_t>(x) & 15) == 0);
+  const bool vec_out = (ldx % 8 == 0) && ((reinterpret_cast<uintptr_t>(xt) & 15) == 0);
+  for (int c = tid; c < 512; c += 256) {   // 64 rows (m) x 8 chunks of 8 k
+    const int r = c >> 3, ch = c & 7, m = m0 + r, k = k0 + ch * 8;
+    uint32_t w[4] = {0u, 0u, 0u, 0u};
+    if (m < M) {
+      if (vec_in && k + 8 <= K) {
+        const uint4 v = *reinterpret_cast<const uint4*>(x + (size_t)m * K + k);
+        w[0] = v.x; w[1] = v.y; w[2] = v.z; w[3] = v.w;
+      } else {
+        for (int e = 0; e < 8; ++e)
+          if (k + e < K) w[e >> 1] |= (uint32_t)x[(size_t)m * K + k + e] << (16 * (e & 1));
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) tile[r][ch * 4 + j] = w[j];
+  }
+  __syncthreads();
+  for (int c = tid; c < 512; c += 256) {   // 64 rows (k) x 8 chunks of 8 m
+    const int kr = c >> 3, ch = c & 7, k = k0 + kr, m = m0 + ch * 8;
+    if (k >= K || m >= M) continue;
+    uint16_t v[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = (uint16_t)(tile[ch * 8 + e][kr >> 1] >> (16 * (kr & 1)));
+    if (vec_out && m + 8 <= ldx) {
+      *reinterpret_cast<uint4*>(xt + (size_t)k * ldx + m) = *reinterpret_cast<const uint4*>(v);
+    } else {
+      for (int e = 0; e < 8; ++e)
+        if (m + e < M) xt[(size_t)k * ldx + m + e] = v[e];
+    }
+  }
+}
 
 // Layout probe (tests only): one mma.sp with per-lane fragments supplied by the host, so a test can
 // confirm the A / B / metadata register layouts the format and the GEMM assume.

@@ -3,7 +3,7 @@
 //
 // Layers (CUTLASS-style, outermost last):
 //   ptx helpers      cp.async / ldmatrix / mma.sp wrappers
-//   CtaShape<BM>     the CTA tile: BM weight rows x 128 tokens, 32 kept columns per pipeline stage
+//   CtaShape<BM>     the CTA tile: BM weight rows x 128/256 tokens, 32 kept columns per pipeline stage
 //   load_stage       global -> shared: A (compressed values) and E (metadata) by cp.async, B by a
 //                    gather of kept rows of XT (one contiguous 256-byte run of tokens per kept index)
 //   mma_stage        shared -> registers (ldmatrix) -> mma.sp.m16n8k32 into fp32 accumulators
@@ -11,8 +11,9 @@
 //                    through row_index (vector stores when the CTA's rows are contiguous)
 //   fill_pruned      CTAs past the GEMM work write bias to output features no tile covers
 //
-// Work order: one 1-D grid; CTA i takes tile i / (sub * m_tiles).  Tiles are stored longest first
-// (TW/TVW), so long tiles start first and short ones fill the tail of the launch.
+// Work order: one 1-D grid, tile-fastest: CTA i takes token slice i / (tiles * sub) and tile row
+// block i % (tiles * sub).  Tiles are stored longest first (TW/TVW), so within each token slice long
+// tiles start first and short ones fill in behind them.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -27,7 +28,8 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// 16-byte async copy; src_bytes = 0 zero-fills the destination without reading the source.
+// 16-byte async copy through L2 only (.cg); src_bytes = 0 zero-fills the destination without reading
+// the source.  (An L1-allocating .ca gather of activation rows was measured: 7.7% L1 hits, no gain.)
 __device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
                "r"(valid ? 16 : 0));
@@ -91,27 +93,32 @@ __device__ __forceinline__ float activate(float v) {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// CTA tile shape
+// CTA tile shape: 4 warps; 64x64 warp tiles (32x64 for BM = 32); 32 kept columns per pipeline stage.
+//   BM = 128: 2x2 warps, 128 tokens     BM = 64: 1x4 warps, 256 tokens     BM = 32: 1x4 warps, 256 tokens
+// A gathered B tile feeds all BM rows, a loaded A tile all BN tokens.
 // ---------------------------------------------------------------------------------------------------
-constexpr int kTokensPerCta = 128;   // BN
 constexpr int kKeptPerStage = 32;    // one mma.sp m16n8k32 step of kept columns
-constexpr int kStages = 4;           // cp.async pipeline depth
-constexpr int kWarpRows = 32;        // warp tile: 32 weight rows (2 x m16) ...
-constexpr int kWarpTokens = 64;      // ... x 64 tokens (8 x n8)
+constexpr int kWarpTokens = 64;      // 8 x n8 per warp
 
 template <int BM>
 struct CtaShape {
-  static_assert(BM % kWarpRows == 0, "BM must be a multiple of 32");
+  static_assert(BM == 32 || BM == 64 || BM == 128, "BM must be 32, 64 or 128");
+  static constexpr int kThreads = 128;
+  static constexpr int kWarpRows = BM >= 64 ? 64 : 32;
+  static constexpr int kMI = kWarpRows / 16;                          // m16 tiles per warp
   static constexpr int kWarpsM = BM / kWarpRows;
-  static constexpr int kWarpsN = kTokensPerCta / kWarpTokens;
-  static constexpr int kThreads = kWarpsM * kWarpsN * 32;
+  static constexpr int kWarpsN = 4 / kWarpsM;
+  static constexpr int kTokens = kWarpsN * kWarpTokens;                // BN
+  static constexpr int kChunksPerRow = kTokens / 8;                    // 16-byte chunks per gathered row
+  static constexpr int kStages = BM == 128 ? 6 : 4;                    // ~75 KB: two CTAs per SM
   static constexpr int kABytes = BM * (kKeptPerStage / 2) * 2;        // BM rows x 16 compressed halves
   static constexpr int kEBytes = BM * 4;                              // one metadata word per row
-  static constexpr int kBBytes = kKeptPerStage * kTokensPerCta * 2;   // 32 gathered rows x 128 tokens
+  static constexpr int kBBytes = kKeptPerStage * kTokens * 2;         // 32 gathered rows x BN tokens
   static constexpr int kStageBytes = kABytes + kEBytes + kBBytes;
   static constexpr int kPipeBytes = kStages * kStageBytes;
+  static constexpr int kGatherChunks = kKeptPerStage * kChunksPerRow / kThreads;   // per thread
   static constexpr int kOutPitch = BM + 8;                            // halves per token, padded
-  static constexpr int kOutBytes = kTokensPerCta * kOutPitch * 2;
+  static constexpr int kOutBytes = kTokens * kOutPitch * 2;
   static constexpr int kSmemBytes = kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes;
 };
 
@@ -130,142 +137,178 @@ struct Problem {
 };
 
 // ---------------------------------------------------------------------------------------------------
-// Pruned output features: Y[m, row] = bias[row] (or 0) for the rows past the tiles.
+// Pruned output features: Y[m, row] = act(bias[row]) (act(0) without bias) for rows past the tiles.
 // ---------------------------------------------------------------------------------------------------
-template <typename T, int BM>
+template <typename T, int BM, int ACT>
 __device__ void fill_pruned(const Problem<T>& p, int fill_cta, int m_tiles) {
   const int covered = p.num_tiles * p.tile_rows;
-  const int m0 = (fill_cta % m_tiles) * kTokensPerCta;
+  constexpr int kTokens = CtaShape<BM>::kTokens;
+  const int m0 = (fill_cta % m_tiles) * kTokens;
   const int r0 = (fill_cta / m_tiles) * 64;
-  for (int i = threadIdx.x; i < 64 * kTokensPerCta; i += CtaShape<BM>::kThreads) {
+  for (int i = threadIdx.x; i < 64 * kTokens; i += CtaShape<BM>::kThreads) {
     const int r = r0 + i % 64, m = m0 + i / 64;
     if (covered + r < p.N && m < p.M) {
       const int row = p.row_index[covered + r];
-      p.y[(size_t)m * p.N + row] = p.has_bias ? p.bias[row] : from_float<T>(0.f);
+      p.y[(size_t)m * p.N + row] = from_float<T>(activate<ACT>(p.has_bias ? to_float(p.bias[row]) : 0.f));
     }
   }
 }
 
 // ---------------------------------------------------------------------------------------------------
-// The GEMM CTA
+// The GEMM CTA.  kVecX: XT rows are 16-byte aligned (cp.async gathers); else element loads.
+// Every per-thread address is computed once before the k loop; a stage only advances pointers.
 // ---------------------------------------------------------------------------------------------------
-template <typename T, int BM, int ACT>
-__device__ void tile_sparse_gemm(const Problem<T>& p) {
+template <typename T, int BM, int ACT, bool kVecX>
+__device__ __forceinline__ void gemm_cta(const Problem<T>& p, int tile, int row_block, int m0) {
   using Shape = CtaShape<BM>;
+  constexpr int kTokens = Shape::kTokens, kThreads = Shape::kThreads, kStages = Shape::kStages;
+  constexpr int kMI = Shape::kMI;
+  constexpr int kAChunks = BM * 2 / kThreads > 0 ? BM * 2 / kThreads : 1;   // 16 B chunks of A per thread
   extern __shared__ __align__(128) uint8_t smem[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int m_tiles = (p.M + kTokensPerCta - 1) / kTokensPerCta;
-  const int sub_tiles = p.tile_rows / BM;
-  const int gemm_ctas = p.num_tiles * sub_tiles * m_tiles;
-  if ((int)blockIdx.x >= gemm_ctas) {
-    fill_pruned<T, BM>(p, blockIdx.x - gemm_ctas, m_tiles);
-    return;
-  }
-  const int m0 = (blockIdx.x % m_tiles) * kTokensPerCta;
-  const int tile_lin = blockIdx.x / m_tiles;
-  const int tile = tile_lin / sub_tiles, row_block = tile_lin % sub_tiles;
   const int k_begin = p.k_offsets[tile];
   const int kept = p.k_offsets[tile + 1] - k_begin;
   const int steps = kept / kKeptPerStage;
-  // First compressed value / metadata word of this CTA's rows (offsets: docs/FORMAT.md).
+
+  // ---- producer state (global -> shared) ------------------------------------------------------------
+  // A: chunk c = tid + j*kThreads covers row c/2, half c%2 of the 32-byte compressed row slice.
+  const T* a_src[kAChunks];
+  uint32_t a_dst[kAChunks];
+  bool a_on[kAChunks];
   const T* a_rows = p.values + (size_t)p.tile_rows * k_begin / 2 + (size_t)row_block * BM * (kept / 2);
-  const uint32_t* e_rows = p.meta + (size_t)p.tile_rows * k_begin / 32 + row_block * BM;
-  const int* kidx = p.k_index + k_begin;
-  // 16-byte gathers need 16-byte aligned rows of XT; otherwise fall back to element loads.
-  const bool xt_vec = ((p.ldx & 7) == 0) && ((reinterpret_cast<uintptr_t>(p.xt) & 15) == 0);
+#pragma unroll
+  for (int j = 0; j < kAChunks; ++j) {
+    const int c = tid + j * kThreads, row = c >> 1, h = c & 1;
+    a_on[j] = c < BM * 2;
+    a_src[j] = a_rows + (size_t)(a_on[j] ? row : 0) * (kept / 2) + h * 8;
+    a_dst[j] = (row * 16 + ((h ^ ((row >> 2) & 1)) * 8)) * 2;
+  }
+  // E: BM words per step, contiguous; the first BM/4 threads copy 16 B each.
+  const bool e_on = tid < BM / 4;
+  const uint32_t* e_src = p.meta + (size_t)p.tile_rows * k_begin / 32 + row_block * BM + (e_on ? tid * 4 : 0);
+  const uint32_t e_dst = Shape::kABytes + tid * 16;
+  // B: chunk c = tid + j*kThreads covers kept row c / kChunksPerRow, tokens m0 + 8 * (c % kChunksPerRow).
+  constexpr int kG = Shape::kGatherChunks;
+  const int b_ch = tid % Shape::kChunksPerRow;          // the same for every j (kThreads % chunks == 0)
+  const int b_m = m0 + b_ch * 8;
+  const bool b_on = b_m < p.M;
+  const T* b_src = p.xt + (b_on ? b_m : 0);
+  uint32_t b_dst[kG];
+#pragma unroll
+  for (int j = 0; j < kG; ++j) {
+    const int row = (tid + j * kThreads) / Shape::kChunksPerRow;
+    b_dst[j] = Shape::kABytes + Shape::kEBytes + (row * kTokens + ((b_ch ^ (row & 7)) * 8)) * 2;
+  }
+  const int* kidx = p.k_index + k_begin + tid / Shape::kChunksPerRow;   // row of chunk j: + j*rows_per_pass
+  constexpr int kRowsPerPass = kThreads / Shape::kChunksPerRow;
 
-  auto stage_ptr = [&](int buf) { return smem + buf * Shape::kStageBytes; };
-
-  auto load_stage = [&](int step, int buf) {
-    uint8_t* st = stage_ptr(buf);
-    T* a_s = reinterpret_cast<T*>(st);
-    uint32_t* e_s = reinterpret_cast<uint32_t*>(st + Shape::kABytes);
-    T* b_s = reinterpret_cast<T*>(st + Shape::kABytes + Shape::kEBytes);
-    // A: 2 x 16 B per row; chunk swizzled by (row / 4) & 1 so ldmatrix rows hit distinct banks.
-    for (int c = tid; c < BM * 2; c += Shape::kThreads) {
-      const int row = c >> 1, h = c & 1;
-      cp_async_16(a_s + row * 16 + ((h ^ ((row >> 2) & 1)) * 8), a_rows + (size_t)row * (kept / 2) + step * 16 + h * 8,
-                  true);
-    }
-    // E: BM words of this k step are contiguous in the fragment-ordered metadata.
-    for (int c = tid; c < BM / 4; c += Shape::kThreads)
-      cp_async_16(e_s + c * 4, e_rows + (size_t)step * p.tile_rows + c * 4, true);
-    // B: kept row k of XT, 128 tokens = 16 chunks; chunk swizzled by row & 7 for ldmatrix.trans.
-    for (int c = tid; c < kKeptPerStage * 16; c += Shape::kThreads) {
-      const int row = c >> 4, ch = c & 15;
-      const int k = __ldg(kidx + step * kKeptPerStage + row);
-      const int m = m0 + ch * 8;
-      T* dst = b_s + row * kTokensPerCta + ((ch ^ (row & 7)) * 8);
-      const T* src = p.xt + (size_t)k * p.ldx + m;
-      if (xt_vec) {
-        cp_async_16(dst, m < p.M ? src : p.xt, m < p.M);
+  using GatherIdx = int[kG];
+  auto load_indices = [&](int step, GatherIdx& idx) {
+#pragma unroll
+    for (int j = 0; j < kG; ++j) idx[j] = step < steps ? __ldg(kidx + step * kKeptPerStage + j * kRowsPerPass) : 0;
+  };
+  auto load_stage = [&](int step, uint8_t* st, const GatherIdx& idx) {
+#pragma unroll
+    for (int j = 0; j < kAChunks; ++j)
+      if (a_on[j]) cp_async_16(st + a_dst[j], a_src[j] + step * 16, true);
+    if (e_on) cp_async_16(st + e_dst, e_src + (size_t)step * p.tile_rows, true);
+#pragma unroll
+    for (int j = 0; j < kG; ++j) {
+      const T* src = b_src + (size_t)idx[j] * p.ldx;
+      if (kVecX) {
+        cp_async_16(st + b_dst[j], b_on ? src : p.xt, b_on);
       } else {
         uint16_t v[8];
         const uint16_t* s16 = reinterpret_cast<const uint16_t*>(src);
 #pragma unroll
-        for (int j = 0; j < 8; ++j) v[j] = (m + j < p.M) ? s16[j] : 0;
-        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(v);
+        for (int e = 0; e < 8; ++e) v[e] = (b_m + e < p.M) ? s16[e] : 0;
+        *reinterpret_cast<uint4*>(st + b_dst[j]) = *reinterpret_cast<const uint4*>(v);
       }
     }
   };
 
+  // ---- consumer state (shared -> registers -> mma.sp) ---------------------------------------------
   const int warp_m = warp % Shape::kWarpsM, warp_n = warp / Shape::kWarpsM;
-  float acc[2][8][4];
+  uint32_t a_ld[kMI], e_ld[kMI], b_ld[8];
 #pragma unroll
-  for (int mi = 0; mi < 2; ++mi)
+  for (int mi = 0; mi < kMI; ++mi) {
+    const int row = warp_m * Shape::kWarpRows + mi * 16 + (lane & 15), h = lane >> 4;
+    a_ld[mi] = (row * 16 + ((h ^ ((row >> 2) & 1)) * 8)) * 2;
+    e_ld[mi] = Shape::kABytes + (warp_m * Shape::kWarpRows + mi * 16 + (lane >> 2) * 2 + (lane & 1)) * 4;
+  }
+#pragma unroll
+  for (int ni = 0; ni < 8; ++ni) {   // lane = kept row within the stage (ldmatrix matrix lane/8 = rows 8j..8j+7)
+    const int chunk = warp_n * 8 + ni;
+    b_ld[ni] = Shape::kABytes + Shape::kEBytes + (lane * kTokens + ((chunk ^ (lane & 7)) * 8)) * 2;
+  }
+  float acc[kMI][8][4];
+#pragma unroll
+  for (int mi = 0; mi < kMI; ++mi)
 #pragma unroll
     for (int ni = 0; ni < 8; ++ni)
 #pragma unroll
       for (int j = 0; j < 4; ++j) acc[mi][ni][j] = 0.f;
 
-  auto mma_stage = [&](int buf) {
-    const uint8_t* st = stage_ptr(buf);
-    const T* a_s = reinterpret_cast<const T*>(st);
-    const uint32_t* e_s = reinterpret_cast<const uint32_t*>(st + Shape::kABytes);
-    const T* b_s = reinterpret_cast<const T*>(st + Shape::kABytes + Shape::kEBytes);
-    uint32_t a[2][4], e[2];
+  auto mma_stage = [&](const uint8_t* st) {
+    uint32_t a[kMI][4], e[kMI];
 #pragma unroll
-    for (int mi = 0; mi < 2; ++mi) {
-      const int row = warp_m * kWarpRows + mi * 16 + (lane & 15), h = lane >> 4;
-      ldmatrix_x4(a[mi], a_s + row * 16 + ((h ^ ((row >> 2) & 1)) * 8));
-      e[mi] = e_s[warp_m * kWarpRows + mi * 16 + (lane >> 2) * 2 + (lane & 1)];
+    for (int mi = 0; mi < kMI; ++mi) {
+      ldmatrix_x4(a[mi], st + a_ld[mi]);
+      e[mi] = *reinterpret_cast<const uint32_t*>(st + e_ld[mi]);
     }
 #pragma unroll
     for (int ni = 0; ni < 8; ++ni) {
-      const int chunk = warp_n * 8 + ni;   // 8-token chunk; lane = kept row (matrix lane/8 = rows 8j..8j+7)
       uint32_t b[4];
-      ldmatrix_x4_trans(b, b_s + lane * kTokensPerCta + ((chunk ^ (lane & 7)) * 8));
+      ldmatrix_x4_trans(b, st + b_ld[ni]);
 #pragma unroll
-      for (int mi = 0; mi < 2; ++mi) MmaSp<T>::run(acc[mi][ni], a[mi], b, e[mi]);
+      for (int mi = 0; mi < kMI; ++mi) MmaSp<T>::run(acc[mi][ni], a[mi], b, e[mi]);
     }
   };
 
-  // Main loop: kStages-1 stages in flight ahead of the one being multiplied.
+  // ---- main loop: kStages-1 stages in flight ahead of the one being multiplied ----------------------
+  // Iteration s: prefetch the indices of stage s+kStages+1, wait for stage s, multiply it, then issue the
+  // gather of stage s+kStages-1 into the buffer everyone finished with before this iteration's barrier.
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < steps) load_stage(s, s);
+    GatherIdx idx;
+    load_indices(s, idx);
+    if (s < steps) load_stage(s, smem + s * Shape::kStageBytes, idx);
     cp_async_commit();
   }
+  // Index registers two iterations deep: `ready` feeds this iteration's gather, `next` the following
+  // one, and the load for the one after is issued now, a whole iteration ahead of its use.
+  GatherIdx idx_ready, idx_next;
+  load_indices(kStages - 1, idx_ready);
+  load_indices(kStages, idx_next);
+  int read_buf = 0, write_buf = kStages - 1;
   for (int s = 0; s < steps; ++s) {
+    GatherIdx idx_later;
+    load_indices(s + kStages + 1, idx_later);
     cp_async_wait<kStages - 2>();
     __syncthreads();   // stage s landed for all threads; everyone is done with stage s-1's buffer
-    const int next = s + kStages - 1;
-    if (next < steps) load_stage(next, next % kStages);
+    mma_stage(smem + read_buf * Shape::kStageBytes);
+    if (s + kStages - 1 < steps) load_stage(s + kStages - 1, smem + write_buf * Shape::kStageBytes, idx_ready);
     cp_async_commit();
-    mma_stage(s % kStages);
+#pragma unroll
+    for (int j = 0; j < kG; ++j) {
+      idx_ready[j] = idx_next[j];
+      idx_next[j] = idx_later[j];
+    }
+    read_buf = read_buf == kStages - 1 ? 0 : read_buf + 1;
+    write_buf = write_buf == kStages - 1 ? 0 : write_buf + 1;
   }
   cp_async_wait<0>();
   __syncthreads();
 
-  // Epilogue: bias + activation into a [tokens][rows] shared tile, then store token-major.
+  // ---- epilogue: bias + activation into a [tokens][rows] shared tile, then store token-major -------
   T* out_s = reinterpret_cast<T*>(smem);
   const int* rows = p.row_index + tile * p.tile_rows + row_block * BM;
   const int g = lane >> 2, q = lane & 3;
 #pragma unroll
-  for (int mi = 0; mi < 2; ++mi) {
+  for (int mi = 0; mi < kMI; ++mi) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int r = warp_m * kWarpRows + mi * 16 + h * 8 + g;
+      const int r = warp_m * Shape::kWarpRows + mi * 16 + h * 8 + g;
       const float b = p.has_bias ? to_float(p.bias[rows[r]]) : 0.f;
 #pragma unroll
       for (int ni = 0; ni < 8; ++ni)
@@ -277,25 +320,47 @@ __device__ void tile_sparse_gemm(const Problem<T>& p) {
     }
   }
   int contiguous = 1;
-  for (int r = tid; r < BM; r += Shape::kThreads) contiguous &= (rows[r] == rows[0] + r);
+  for (int r = tid; r < BM; r += kThreads) contiguous &= (rows[r] == rows[0] + r);
   contiguous = __syncthreads_and(contiguous);   // also the barrier before reading out_s
   const int row0 = rows[0];
   const bool vec_out = contiguous && (row0 % 8 == 0) && (p.N % 8 == 0) &&
                        ((reinterpret_cast<uintptr_t>(p.y) & 15) == 0);
   if (vec_out) {
     constexpr int kChunks = BM / 8;
-    for (int c = tid; c < kTokensPerCta * kChunks; c += Shape::kThreads) {
+    for (int c = tid; c < kTokens * kChunks; c += kThreads) {
       const int n = c / kChunks, ch = c % kChunks, m = m0 + n;
       if (m < p.M)
         *reinterpret_cast<uint4*>(p.y + (size_t)m * p.N + row0 + ch * 8) =
             *reinterpret_cast<const uint4*>(out_s + n * Shape::kOutPitch + ch * 8);
     }
   } else {
-    for (int c = tid; c < kTokensPerCta * BM; c += Shape::kThreads) {
+    for (int c = tid; c < kTokens * BM; c += kThreads) {
       const int n = c / BM, r = c % BM, m = m0 + n;
       if (m < p.M) p.y[(size_t)m * p.N + rows[r]] = out_s[n * Shape::kOutPitch + r];
     }
   }
+}
+
+template <typename T, int BM, int ACT>
+__device__ void tile_sparse_gemm(const Problem<T>& p) {
+  using Shape = CtaShape<BM>;
+  const int m_tiles = (p.M + Shape::kTokens - 1) / Shape::kTokens;
+  const int sub_tiles = p.tile_rows / BM;
+  const int gemm_ctas = p.num_tiles * sub_tiles * m_tiles;
+  if ((int)blockIdx.x >= gemm_ctas) {
+    fill_pruned<T, BM, ACT>(p, blockIdx.x - gemm_ctas, m_tiles);
+    return;
+  }
+  // Tile-fastest order: the CTAs running together share one token slice of XT and stream the
+  // compressed weights, so L2 holds W plus a few XT slices rather than all of XT.  Within a token
+  // slice, tiles run in file order (TW/TVW: longest first).
+  const int m0 = (blockIdx.x / (p.num_tiles * sub_tiles)) * Shape::kTokens;
+  const int tile_lin = blockIdx.x % (p.num_tiles * sub_tiles);
+  // 16-byte gathers need 16-byte aligned rows of XT; otherwise element loads (decided once, per CTA).
+  if (((p.ldx & 7) == 0) && ((reinterpret_cast<uintptr_t>(p.xt) & 15) == 0))
+    gemm_cta<T, BM, ACT, true>(p, tile_lin / sub_tiles, tile_lin % sub_tiles, m0);
+  else
+    gemm_cta<T, BM, ACT, false>(p, tile_lin / sub_tiles, tile_lin % sub_tiles, m0);
 }
 
 }  // namespace sparsetrt

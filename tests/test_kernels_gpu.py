@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from exporter import HiNM, SparseLinear, select_masks
+from exporter import TVW, HiNM, SparseLinear, select_masks
 from exporter.formats import meta as meta_layout
 
 from .gpu_helpers import CASES, REL_TOL, check, make_format, run_kernel
@@ -46,9 +46,10 @@ def test_mma_sp_fragment_layout_probe(rng):
                     pack(comp[g, 8 + 2 * t], comp[g, 9 + 2 * t]), pack(comp[g + 8, 8 + 2 * t], comp[g + 8, 9 + 2 * t])]
         bf[lane] = [pack(b[8 * j + 2 * t, g], b[8 * j + 2 * t + 1, g]) for j in range(4)]
         ef[lane] = words[g * 2 + (t & 1)]
-    dev = lambda arr: torch.from_numpy(arr.view(np.int32).copy()).cuda()  # noqa: E731
+    # keep the device copies alive until the launch has finished (else the allocator reuses their memory)
+    a_d, b_d, e_d = (torch.from_numpy(arr.view(np.int32).copy()).cuda() for arr in (af, bf, ef))
     out = torch.full((32, 4), float("nan"), device="cuda")
-    fn(np.uintp(dev(af).data_ptr()), np.uintp(dev(bf).data_ptr()), np.uintp(dev(ef).data_ptr()),
+    fn(np.uintp(a_d.data_ptr()), np.uintp(b_d.data_ptr()), np.uintp(e_d.data_ptr()),
        np.uintp(out.data_ptr()), block=(32, 1, 1), grid=(1, 1))
     torch.cuda.synchronize()
     got = torch.zeros(16, 8)
@@ -74,6 +75,15 @@ def test_fused_activation_no_bias(activation, dtype, rng):
     fmt, _ = make_format(HiNM(vector=64), 0.75, 256, 384, dtype, rng)
     x = torch.randn(300, 384, generator=rng).to(dtype)
     check(fmt, x, None, run_kernel(fmt, x, None, activation), activation)
+
+
+@pytest.mark.parametrize("activation", ["none", "gelu"])
+def test_pruned_outputs_get_activated_bias(activation, rng):
+    """TVW with output pruning: rows past the tiles output act(bias), written by the fill CTAs."""
+    fmt, bias = make_format(TVW(tile=64, output_share=0.5), 0.8, 384, 256, torch.float16, rng)
+    assert fmt.num_tiles * fmt.tile_rows < 384
+    x = torch.randn(77, 256, generator=rng).half()
+    check(fmt, x, bias, run_kernel(fmt, x, bias, activation), activation)
 
 
 @pytest.mark.parametrize("m", [7, 130])
@@ -132,3 +142,15 @@ def test_cuda_graph_capture_and_side_stream(rng):
         ref = layer.format.to("cpu").matmul(x.double(), layer.bias.cpu().double())
         assert not torch.isnan(static_y).any()
         assert ((static_y.cpu().double() - ref).norm() / ref.norm()).item() < REL_TOL[torch.float16]
+
+
+@pytest.mark.parametrize("m,k", [(1, 33), (7, 64), (130, 200), (1000, 768)])
+@pytest.mark.parametrize("pad_to", [1, 8])
+def test_transpose_kernel_is_exact(m, k, pad_to, rng):
+    from trt_plugins import launch
+
+    x = torch.randn(m, k, generator=rng).half()
+    xt = launch.to_feature_major(x.cuda(), pad_to=pad_to)
+    torch.cuda.synchronize()
+    assert xt.shape == (k, -(-m // pad_to) * pad_to)
+    assert torch.equal(xt[:, :m].cpu(), x.t())

@@ -6,23 +6,25 @@ from trt_plugins import launch
 
 
 def test_plan_grid_covers_all_work():
+    # 64-row tiles: CTAs of 64 rows x 256 tokens
     p = launch.plan(8192, 768, 2304, 64, 36, "float16")
     assert p.kernel_name == "tsgemm_f16_bm64_none" and p.block == (128, 1, 1)
-    assert p.gemm_ctas == 36 * 64 and p.fill_ctas == 0 and p.grid == (2304, 1, 1)
-    # a 128-row tile runs as one 256-thread CTA; 7 tokens still need one token tile
+    assert p.gemm_ctas == 36 * 32 and p.fill_ctas == 0 and p.grid == (1152, 1, 1)
+    # a 128-row tile runs as one CTA of 128 x 128 tokens; 7 tokens still need one token tile
     p = launch.plan(7, 1024, 4096, 128, 24, "bfloat16", "gelu")
-    assert p.kernel_name == "tsgemm_bf16_bm128_gelu" and p.block == (256, 1, 1) and p.gemm_ctas == 24
+    assert p.kernel_name == "tsgemm_bf16_bm128_gelu" and p.gemm_ctas == 24
     assert p.fill_ctas == 16   # 1024 pruned rows / 64 per fill CTA, one token tile
-    # 96-row tiles split into 3 CTAs of 32 rows; 129 tokens need 2 token tiles
-    p = launch.plan(129, 256, 192, 96, 2, "float16")
+    # 96-row tiles split into 3 CTAs of 32 rows; 257 tokens need 2 token tiles of 256
+    p = launch.plan(257, 256, 192, 96, 2, "float16")
     assert p.cta_rows == 32 and p.gemm_ctas == 2 * 3 * 2
 
 
 def test_shared_memory_mirrors_cuda_constants():
-    # CtaShape<BM>: 4 stages of (A: BM*32 B, E: BM*4 B, B: 32*128*2 B) vs the epilogue tile 128*(BM+8)*2 B
-    assert launch.shared_bytes(64) == 4 * (2048 + 256 + 8192)
-    assert launch.shared_bytes(128) == 4 * (4096 + 512 + 8192)
-    assert launch.shared_bytes(32) == 4 * (1024 + 128 + 8192)
+    # CtaShape<BM>: 6 (BM=128) or 4 stages of (A: BM*32 B, E: BM*4 B, B: 32*BN*2 B) vs the epilogue
+    # tile BN*(BM+8)*2 B, BN = 128 for BM = 128 else 256
+    assert launch.shared_bytes(64) == 4 * (2048 + 256 + 16384)
+    assert launch.shared_bytes(128) == 6 * (4096 + 512 + 8192)
+    assert launch.shared_bytes(32) == 4 * (1024 + 128 + 16384)
 
 
 @pytest.mark.parametrize("args,message", [

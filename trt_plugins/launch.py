@@ -25,8 +25,7 @@ KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
 FATBIN = "sparsetrt_kernels.fatbin"
 ACTIVATIONS = {"none": 0, "relu": 1, "gelu": 2}
 DTYPES = {"float16": "f16", "bfloat16": "bf16"}
-TOKENS_PER_CTA = 128
-STAGES = 4
+THREADS = 128
 KEPT_PER_STAGE = 32
 FILL_ROWS_PER_CTA = 64
 CTA_ROWS = (128, 64, 32)
@@ -56,11 +55,18 @@ def cta_rows_for(tile_rows: int) -> int:
     raise ValueError(f"tile_rows={tile_rows} is not a multiple of 32, which the kernels need")
 
 
+def tokens_per_cta(cta_rows: int) -> int:
+    """Mirror of CtaShape<BM>::kTokens: 4 warps of 64x64 (32x64) tiles, 2x2 for BM = 128 else 1x4."""
+    return 128 if cta_rows == 128 else 256
+
+
 def shared_bytes(cta_rows: int) -> int:
     """Mirror of CtaShape<BM>::kSmemBytes in cuda/tile_sparse_gemm.cuh."""
-    stage = cta_rows * (KEPT_PER_STAGE // 2) * 2 + cta_rows * 4 + KEPT_PER_STAGE * TOKENS_PER_CTA * 2
-    out_tile = TOKENS_PER_CTA * (cta_rows + 8) * 2
-    return max(STAGES * stage, out_tile)
+    stages = 6 if cta_rows == 128 else 4
+    tokens = tokens_per_cta(cta_rows)
+    stage = cta_rows * (KEPT_PER_STAGE // 2) * 2 + cta_rows * 4 + KEPT_PER_STAGE * tokens * 2
+    out_tile = tokens * (cta_rows + 8) * 2
+    return max(stages * stage, out_tile)
 
 
 def check_problem(M: int, K: int, N: int, tile_rows: int, num_tiles: int, dtype: str) -> None:
@@ -87,12 +93,11 @@ def kernel_name(dtype: str, cta_rows: int, activation: str) -> str:
 def plan(M: int, K: int, N: int, tile_rows: int, num_tiles: int, dtype: str, activation: str = "none") -> LaunchPlan:
     check_problem(M, K, N, tile_rows, num_tiles, dtype)
     bm = cta_rows_for(tile_rows)
-    m_tiles = -(-M // TOKENS_PER_CTA)
+    m_tiles = -(-M // tokens_per_cta(bm))
     gemm = num_tiles * (tile_rows // bm) * m_tiles
     pruned = N - num_tiles * tile_rows
     fill = m_tiles * -(-pruned // FILL_ROWS_PER_CTA)
-    threads = (bm // 32) * (TOKENS_PER_CTA // 64) * 32
-    return LaunchPlan(kernel_name(dtype, bm, activation), (gemm + fill, 1, 1), (threads, 1, 1), shared_bytes(bm),
+    return LaunchPlan(kernel_name(dtype, bm, activation), (gemm + fill, 1, 1), (THREADS, 1, 1), shared_bytes(bm),
                       bm, gemm, fill)
 
 
@@ -135,11 +140,11 @@ class _Runtime:
         self.side = torch.cuda.ExternalStream(self.stream.handle, device=torch.device("cuda", device_index))
         self.functions: dict[str, object] = {}
 
-    def function(self, name: str, shared: int):
+    def function(self, name: str, shared: int, arg_format: str = "PPPPPPPPiiiiiii"):
         fn = self.functions.get(name)
         if fn is None:
             fn = self.module.get_function(name)
-            fn.prepare("PPPPPPPPiiiiiii")
+            fn.prepare(arg_format)
             if shared > DEFAULT_SHARED_LIMIT:
                 fn.set_attribute(self.cuda.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, shared)
             self.functions[name] = fn
@@ -237,13 +242,27 @@ def _kernels_present() -> bool:
 
 
 def to_feature_major(x2d, pad_to: int = 8):
-    """X[M, K] → XT[K, ldx] with ldx = M rounded up to `pad_to` (16-byte aligned rows for the gather)."""
+    """X[M, K] → XT[K, ldx] with ldx = M rounded up to `pad_to` (16-byte aligned rows for the gather).
+
+    On CUDA with 16-bit data this runs our tiled transpose kernel (PyTorch's strided copy is several
+    times slower); columns M..ldx-1 are left unwritten (they only feed outputs that are never stored)."""
     import torch
 
     m, k = x2d.shape
     ldx = -(-max(m, 1) // pad_to) * pad_to
     xt = torch.empty(k, ldx, dtype=x2d.dtype, device=x2d.device)
-    xt[:, :m].copy_(x2d.t())
+    if x2d.is_cuda and x2d.element_size() == 2 and m and _kernels_present():
+        x2d = x2d.contiguous()
+        device_index = x2d.device.index or 0
+        rt = runtime(device_index)
+        fn = rt.function("transpose16", 0, "PPiii")
+        caller = torch.cuda.current_stream(x2d.device)
+        rt.side.wait_stream(caller)
+        fn.prepared_async_call((-(-m // 64), -(-k // 64), 1), (256, 1, 1), rt.stream, x2d.data_ptr(), xt.data_ptr(),
+                               m, k, ldx)
+        caller.wait_stream(rt.side)
+    else:
+        xt[:, :m].copy_(x2d.t())
     return xt
 
 

@@ -2,7 +2,7 @@
 """Kernel benchmark on the GPU: our tile-sparse kernels vs cuBLAS, cuSPARSELt 2:4, Triton block-sparse
 (torch BSR) and cuSPARSE CSR, all measured in one run.
 
-    python3 tools/bench_kernels.py --out docs          # writes bench_kernels.json, BENCHMARKS.md, bench_kernels.png
+    python3 tools/bench_kernels.py --out docs          # bench_kernels.json; BENCHMARKS.md + plot via bench_report
 
 Timing: CUDA events around each call, median of --reps runs after --warmup calls, inputs rotated over
 3 buffers.  cuSPARSELt is timed as a CUDA-graph replay (its plan is built once at capture, like a
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from exporter import NM, TVW, Block, HiNM, Unstructured, select_masks  # noqa: E402
 from exporter.formats import compress  # noqa: E402
+from tools import bench_report  # noqa: E402
 
 SHAPES = [  # name, M, K, N
     ("bert-base qkv", 8192, 768, 2304), ("bert-base ffn1", 8192, 768, 3072), ("bert-base ffn2", 8192, 3072, 768),
@@ -166,66 +167,6 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
-def write_markdown(result: dict, path: Path) -> None:
-    rows, env = result["rows"], result["env"]
-    lines = [
-        "# Kernel benchmarks", "",
-        f"GPU: {env['gpu']}; date {env['date']}; torch {env['torch']}; CUDA {env['cuda']}.",
-        f"Command: `{env['command']}` (on the device: `bash tools/device_run.sh`).", "",
-        "Median of CUDA-event-timed calls after warm-up, fp16, inputs rotated over 3 buffers. "
-        "'Ours' = the kernel reading feature-major activations XT[K, M] (the layout it gathers from); "
-        "'+T' = the full op including the transpose of X[M, K]. cuSPARSELt is a CUDA-graph replay (plan "
-        "reused); its eager PyTorch time is in the JSON. Speedup = baseline time / our time. "
-        "TFLOP/s: dense-equivalent (2·M·N·K / t) and actual (2·M·nnz / t).", "",
-        f"Measured dense peak (cuBLAS fp16, 8192³): {env.get('dense_peak_tflops', float('nan')):.0f} TFLOP/s.", "",
-        "## Summary (median over all shapes)", "",
-        "| ours | vs cuBLAS | vs cuBLAS (+T) | vs cuSPARSELt 2:4 | vs best BSR 75% | vs CSR 75% |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    fmt = lambda v: "—" if v is None else f"{v:.2f}×"  # noqa: E731
-    for label, s in result["summary"].items():
-        lines.append(f"| {label} | {fmt(s['vs cuBLAS'])} | {fmt(s['vs cuBLAS (with transpose)'])} | "
-                     f"{fmt(s['vs cuSPARSELt 2:4'])} | {fmt(s['vs best BSR 75%'])} | {fmt(s['vs CSR 75%'])} |")
-    lines += ["", "## Every shape", ""]
-    for r in rows:
-        m, k, n = r["M"], r["K"], r["N"]
-        dense = r["ms"].get("cuBLAS dense")
-        lines += [f"### {r['shape']} (M={m}, K={k}, N={n})", "", "| method | ms | vs cuBLAS | TFLOP/s dense-eq | TFLOP/s actual |",
-                  "| --- | --- | --- | --- | --- |"]
-        for label, t in r["ms"].items():
-            base = label.removesuffix(" +transpose")
-            nnz = r["nnz"].get(base)
-            actual = f"{2 * m * nnz / t / 1e9:.0f}" if nnz else ""
-            lines.append(f"| {label} | {t:.4f} | {dense / t:.2f}× | {2 * m * n * k / t / 1e9:.0f} | {actual} |"
-                         if dense else f"| {label} | {t:.4f} | | | |")
-        for label, err in r["errors"].items():
-            lines.append(f"| {label} | error: {err[:120]} | | | |")
-        lines.append("")
-    path.write_text("\n".join(lines))
-
-
-def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result["rows"]
-    methods = ["cuSPARSELt 2:4", "BSR64 75.0%", "HiNM 75% V64", "HiNM 75% V128", "TVW 75% G128", "HiNM 87.5% V128"]
-    fig, ax = plt.subplots(figsize=(12, 4.5))
-    width = 0.8 / len(methods)
-    for i, meth in enumerate(methods):
-        vals = [r["ms"]["cuBLAS dense"] / r["ms"][meth] if meth in r["ms"] and "cuBLAS dense" in r["ms"] else 0 for r in rows]
-        ax.bar([j + i * width for j in range(len(rows))], vals, width, label=meth)
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))], [r["shape"] for r in rows], rotation=20, fontsize=8)
-    ax.set_ylabel("speedup over cuBLAS fp16")
-    ax.set_title(f"{result['env']['gpu']} — {result['env']['date']}")
-    ax.legend(fontsize=8, ncol=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="docs")
@@ -251,8 +192,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_kernels.json").write_text(json.dumps(result, indent=1))
-    write_markdown(result, out / "BENCHMARKS.md")
-    plot(result, out / "bench_kernels.png")
+    bench_report.write(out)
     print("\nsummary (median speedups):")
     for label, s in result["summary"].items():
         print(f"  {label:18s} " + "  ".join(f"{k}={v:.2f}" if v else f"{k}=—" for k, v in s.items()))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything the GPU machine does in one call: environment, SASS check, GPU tests + sanitizers,
-# kernel benchmark.  Short table last.  Usage on the device:  bash tools/device_run.sh [bench|tests|all]
+# kernel and end-to-end benchmarks.  Short table last.  Usage on the device:  bash tools/device_run.sh [bench|tests|all]
 set -uo pipefail
 OUT="${OUT:-out/device}"
 mkdir -p "$OUT"
@@ -18,6 +18,8 @@ if [ "$what" != bench ]; then
   tail -n 3 "$OUT/gpu_tests.log"
 fi
 if [ "$what" != tests ]; then
-  python3 tools/bench_kernels.py --out "$OUT" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -n 12
+  python3 tools/bench_kernels.py --out "$OUT" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -n 8
+  python3 tools/bench_e2e.py --out "$OUT" 2>&1 | tee "$OUT/bench_e2e.log" | tail -n 3
+  python3 tools/bench_report.py --dir "$OUT"
 fi
 exit "$status"

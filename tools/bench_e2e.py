@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""End-to-end speed of a BERT-large-shaped encoder (24 layers, d=1024, 16 heads, FFN 4096; batch 32 x
+sequence 512 = 16384 tokens, random weights, fp16) on the GPU: dense nn.Linear (cuBLAS) vs our
+SparseLinear at 75% HiNM (V=128) and 75% TVW (G=128), eager and as a CUDA-graph replay.
+
+    python3 tools/bench_e2e.py --out docs        # writes bench_e2e.json; tools/bench_report.py makes the markdown
+
+Per-layer rows time each projection shape alone at M = 16384 (sparse: transpose of X + kernel, GELU
+fused into fc1's epilogue); the whole-model rows time one forward pass.  Median of CUDA-event-timed
+runs after warm-up."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from exporter import TVW, HiNM, SparseLinear, select_masks  # noqa: E402
+from exporter.formats import compress  # noqa: E402
+from tools.bench_kernels import timed  # noqa: E402
+
+D, HEADS, FFN, LAYERS, BATCH, SEQ = 1024, 16, 4096, 24, 32, 512
+
+
+class Block(nn.Module):
+    """Post-LN encoder block; attention through scaled_dot_product_attention (flash on the H100)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(D, D) for _ in range(4))
+        self.fc1, self.act, self.fc2 = nn.Linear(D, FFN), nn.GELU(), nn.Linear(FFN, D)
+        self.ln1, self.ln2 = nn.LayerNorm(D), nn.LayerNorm(D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        split = lambda t: t.view(b, s, HEADS, D // HEADS).transpose(1, 2)  # noqa: E731
+        att = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
+        x = self.ln1(x + self.o(att.transpose(1, 2).reshape(b, s, D)))
+        return self.ln2(x + self.fc2(self.act(self.fc1(x))))
+
+
+def sparse_formats(pattern, gen) -> dict[tuple[int, int], object]:
+    """One compressed format per projection shape (random weights); layers get device copies of it."""
+    out = {}
+    for n, k in ((D, D), (FFN, D), (D, FFN)):
+        w = torch.randn(n, k, generator=gen).half()
+        lm = select_masks({"w": w.abs().float()}, pattern, 0.75)["w"]
+        out[(n, k)] = compress(w, lm.mask, lm.rows, lm.cols, two_four=True)
+    return out
+
+
+def sparse_layer(fmt, activation: str = "none") -> SparseLinear:
+    layer = SparseLinear(fmt, torch.zeros(fmt.shape[0], dtype=torch.float16), activation=activation)
+    return layer.cuda()   # a fresh device copy per layer: no layer finds another's weights in L2
+
+
+def build(kind: str, gen) -> nn.Module:
+    model = nn.Sequential(*(Block() for _ in range(LAYERS))).half()
+    if kind != "dense":
+        fmts = sparse_formats(HiNM(vector=128) if kind.startswith("HiNM") else TVW(tile=128), gen)
+        for blk in model:
+            for name in ("q", "k", "v", "o", "fc2"):
+                lin = getattr(blk, name)
+                setattr(blk, name, sparse_layer(fmts[(lin.out_features, lin.in_features)]))
+            blk.fc1, blk.act = sparse_layer(fmts[(FFN, D)], "gelu"), nn.Identity()
+    return model.cuda().eval()
+
+
+def per_layer(kind: str, gen, warmup: int, reps: int) -> dict:
+    x = {k: torch.randn(BATCH * SEQ, k, device="cuda", dtype=torch.float16) for k in (D, FFN)}
+    rows = {}
+    fmts = None if kind == "dense" else sparse_formats(HiNM(vector=128) if kind.startswith("HiNM") else TVW(tile=128), gen)
+    for label, (n, k), act in (("q/k/v/o 1024→1024", (D, D), "none"), ("fc1 1024→4096 +GELU", (FFN, D), "gelu"),
+                               ("fc2 4096→1024", (D, FFN), "none")):
+        if kind == "dense":
+            w = torch.randn(n, k, device="cuda", dtype=torch.float16)
+            fn = (lambda w=w, k=k: F.gelu(F.linear(x[k], w))) if act == "gelu" else (lambda w=w, k=k: F.linear(x[k], w))
+        else:
+            layer = sparse_layer(fmts[(n, k)], act)
+            fn = lambda layer=layer, k=k: layer(x[k])  # noqa: E731
+        rows[label] = timed(fn, warmup, reps)
+    return rows
+
+
+def whole_model(model: nn.Module, warmup: int, reps: int) -> tuple[float, float]:
+    x = torch.randn(BATCH, SEQ, D, device="cuda", dtype=torch.float16)
+    with torch.no_grad():
+        eager = timed(lambda: model(x), warmup, reps)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                model(x)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            model(x)
+        graphed = timed(graph.replay, warmup, reps)
+    return eager, graphed
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="docs")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=10)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench_e2e: needs a CUDA GPU", file=sys.stderr)
+        return 3
+    gen = torch.Generator().manual_seed(0)
+    result = {"env": {"gpu": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(),
+                      "torch": torch.__version__, "command": "python3 tools/bench_e2e.py --out docs",
+                      "model": f"{LAYERS} layers, d={D}, heads={HEADS}, ffn={FFN}, batch {BATCH} x seq {SEQ}, fp16"},
+              "models": {}}
+    for kind in ("dense", "HiNM 75% V128", "TVW 75% G128"):
+        torch.manual_seed(0)
+        layers = per_layer(kind, gen, args.warmup, 20)
+        model = build(kind, gen)
+        eager, graphed = whole_model(model, args.warmup, args.reps)
+        result["models"][kind] = {"per_layer_ms": layers, "eager_ms": eager, "graph_ms": graphed}
+        print(json.dumps({kind: result["models"][kind]}), flush=True)
+        del model
+        torch.cuda.empty_cache()
+    dense = result["models"]["dense"]
+    for r in result["models"].values():
+        r["speedup_eager"] = dense["eager_ms"] / r["eager_ms"]
+        r["speedup_graph"] = dense["graph_ms"] / r["graph_ms"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_e2e.json").write_text(json.dumps(result, indent=1))
+    for kind, r in result["models"].items():
+        print(f"{kind:15s} eager {r['eager_ms']:8.2f} ms ({r['speedup_eager']:.2f}x)  graph {r['graph_ms']:8.2f} ms "
+              f"({r['speedup_graph']:.2f}x)  " + "  ".join(f"{k}: {v:.3f}" for k, v in r["per_layer_ms"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

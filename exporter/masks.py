@@ -104,6 +104,8 @@ def tw_layers(scores: Mapping[str, torch.Tensor], pattern: TW, sparsity: float) 
     feature_density = density ** pattern.output_share
     k_density = density / feature_density
     names = list(scores)
+    if pattern.score_norm == "mean":
+        scores = {n: s / s.mean().clamp_min(1e-30) for n, s in scores.items()}
 
     # 1. output features: one global threshold on mean saliency, counts rounded per layer to tiles.
     kept_rows: dict[str, torch.Tensor] = {}

@@ -176,10 +176,16 @@ class HiNM(_Tiled):
 class TW(_Tiled):
     """Tile-wise: tiles of `tile` output features each keep their own set of input rows, chosen with one
     global threshold across all layers.  `output_share` of the sparsity may come from pruning whole
-    output features first (the paper's tw2); 0 keeps every output feature."""
+    output features first (the paper's tw2); 0 keeps every output feature.
+
+    `score_norm="mean"` divides each layer's scores by their mean before the global threshold, so a
+    layer's sparsity follows how its weights rank against each other rather than its weight scale
+    (init scales with 1/sqrt(K), which would otherwise prune wide-input layers almost entirely);
+    `"none"` is the paper's raw global threshold."""
 
     tile: int = 128
     output_share: float = 0.0
+    score_norm: str = "mean"
     kind = "tw"
 
     def __post_init__(self) -> None:
@@ -188,6 +194,8 @@ class TW(_Tiled):
             raise PatternError(f"{type(self).__name__}.tile must be a multiple of {ROW_GROUP}, got {self.tile}")
         if not 0.0 <= self.output_share < 1.0:
             raise PatternError(f"{type(self).__name__}.output_share must be in [0, 1), got {self.output_share!r}")
+        if self.score_norm not in ("mean", "none"):
+            raise PatternError(f"{type(self).__name__}.score_norm must be 'mean' or 'none', got {self.score_norm!r}")
 
     @property
     def rows(self) -> int:
@@ -241,7 +249,8 @@ def pattern_from_spec(spec: str | dict | Pattern) -> Pattern:
             key, sep, value = item.partition("=")
             if not sep:
                 raise PatternError(f"pattern spec '{spec}': expected key=value, got '{item}'")
-            params[key.strip()] = float(value) if "." in value else int(value)
+            value = value.strip()
+            params[key.strip()] = float(value) if "." in value else int(value) if value.lstrip("-").isdigit() else value
     else:
         params = dict(spec)
         kind = str(params.pop("kind", ""))

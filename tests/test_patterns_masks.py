@@ -43,6 +43,7 @@ def test_bad_configs_have_specific_errors(make, message):
 def test_spec_parsing():
     assert pattern_from_spec("hinm:vector=128") == HiNM(vector=128)
     assert pattern_from_spec({"kind": "tvw", "tile": 64, "output_share": 0.25}) == TVW(tile=64, output_share=0.25)
+    assert pattern_from_spec("tw:tile=64,score_norm=none") == TW(tile=64, score_norm="none")
 
 
 @pytest.mark.parametrize("sparsity", [0.5, 0.75, 0.875])
@@ -71,12 +72,16 @@ def test_hinm_keeps_the_highest_saliency_vectors(rng):
     assert all(7 in c.tolist() for c in lm.cols)
 
 
-@pytest.mark.parametrize("pattern,sparsity", [(TW(tile=32), 0.6), (TVW(tile=32), 0.75), (TVW(tile=32), 0.875),
-                                              (TVW(tile=32, output_share=0.3), 0.8)])
+@pytest.mark.parametrize("pattern,sparsity", [(TW(tile=32, score_norm="none"), 0.6), (TVW(tile=32, score_norm="none"), 0.75),
+                                              (TVW(tile=32, score_norm="none"), 0.875), (TVW(tile=32), 0.75),
+                                              (TVW(tile=32, output_share=0.3, score_norm="none"), 0.8)])
 def test_tw_global_threshold(pattern, sparsity, rng):
-    # layers with different weight scales: the global threshold gives them different sparsities
+    # layers with different weight scales (raw scores) or heavy-tailed columns (normalized scores):
+    # the global threshold gives them different sparsities
     scores = {"a": torch.randn(64, 256, generator=rng).abs() * 2.0, "b": torch.randn(96, 320, generator=rng).abs(),
               "c": torch.randn(32, 512, generator=rng).abs() * 0.5}
+    if pattern.score_norm == "mean":
+        scores["c"] = scores["c"] * (torch.rand(1, 512, generator=rng) < 0.3) + 1e-3   # few important columns
     masks = select_masks(scores, pattern, sparsity)
     total = sum(s.numel() for s in scores.values())
     kept = sum(int(m.mask.sum()) for m in masks.values())
@@ -99,6 +104,15 @@ def test_tw_global_threshold(pattern, sparsity, rng):
                 assert (sub.reshape(sub.shape[0], -1, 4).sum(-1) == 2).all()
         # kept K-rows differ between tiles of a layer (irregular at the global scale)
     assert len({len(c) for m in masks.values() for c in m.cols}) > 1
+
+
+def test_score_norm_protects_small_scale_layers(rng):
+    scores = {"wide": torch.rand(64, 1024, generator=rng) * 0.1, "narrow": torch.rand(64, 256, generator=rng)}
+    raw = select_masks(scores, TVW(tile=32, score_norm="none"), 0.75)
+    normed = select_masks(scores, TVW(tile=32), 0.75)
+    # raw global threshold: the small-scale layer loses far more than the large-scale one keeps
+    assert raw["wide"].achieved > 0.8 and raw["narrow"].achieved < 0.55
+    assert abs(normed["wide"].achieved - 0.75) < 0.05 and abs(normed["narrow"].achieved - 0.75) < 0.05
 
 
 def test_baselines(rng):

@@ -3,11 +3,12 @@
 from .formats import FormatError, TileSparseWeight, compress
 from .masks import LayerMask, select_masks
 from .modules import SparseLinear
+from .onnx_export import ExportError, export_onnx
 from .patterns import NM, TVW, TW, Block, HiNM, Pattern, PatternError, Unstructured, pattern_from_spec
 from .sparsify import SparsifyReport, sparsify, sparsify_
 
 __all__ = [
-    "NM", "TVW", "TW", "Block", "FormatError", "HiNM", "LayerMask", "Pattern", "PatternError", "SparseLinear",
+    "NM", "TVW", "TW", "Block", "ExportError", "FormatError", "HiNM", "LayerMask", "Pattern", "PatternError", "SparseLinear",
     "SparsifyReport", "TileSparseWeight", "Unstructured", "compress", "pattern_from_spec", "select_masks",
-    "sparsify", "sparsify_",
+    "export_onnx", "sparsify", "sparsify_",
 ]

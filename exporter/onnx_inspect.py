@@ -105,7 +105,8 @@ def _check_node(node: onnx.NodeProto, where: str, inits: dict, functions: set) -
     weight = TileSparseWeight((attrs.out_features, attrs.in_features), attrs.tile_rows, attrs.spec.two_four,
                               tensors["values"].reshape(-1), tensors["meta"].reshape(-1),
                               tensors["k_index"].reshape(-1), tensors["k_offsets"].reshape(-1),
-                              tensors["row_index"].reshape(-1), name=f"{node.name or node.output[0]} ({node.op_type})")
+                              tensors["row_index"].reshape(-1), index_order="free",   # the node does not say
+                              name=f"{node.name or node.output[0]} ({node.op_type})")
     for role in fields.INPUTS[1:]:
         if tensors[role].dim() != 1:
             raise OnnxModelError(f"{where}: initializer '{role}' must be 1-D, got shape {tuple(tensors[role].shape)}")

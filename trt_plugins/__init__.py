@@ -26,8 +26,11 @@ def tensorrt_version() -> tuple[int, ...] | None:
     return tuple(int(p) for p in tensorrt.__version__.split(".")[:3] if p.isdigit())
 
 
-def register() -> list[str]:
-    """Register every sparsetrt plugin with TensorRT; returns their ids ('sparsetrt::HiNMLinear', ...)."""
+def register(impls: tuple[str, ...] = ("jit", "aot")) -> list[str]:
+    """Register every sparsetrt plugin with TensorRT; returns their ids ('sparsetrt::HiNMLinear', ...).
+
+    `impls`: the implementations to attach — 'jit' (Python launch) and/or 'aot' (PTX in the engine).  With
+    both, networks choose with the PREFER_AOT/JIT_PYTHON_PLUGINS creation flag (trt_plugins.build does)."""
     version = tensorrt_version()
     if version is None:
         raise TensorRTUnavailable("TensorRT is not installed (pip install 'sparsetrt[tensorrt]', TensorRT >= "
@@ -37,7 +40,7 @@ def register() -> list[str]:
                                   f"with aot_impl (>= {'.'.join(map(str, MIN_TENSORRT))})")
     from .plugin import register_all
 
-    return register_all()
+    return register_all(tuple(impls))
 
 
 __all__ = ["DOMAIN", "NAMESPACE", "OPS", "FieldError", "TensorRTUnavailable", "register", "tensorrt_version"]

@@ -242,11 +242,8 @@ def problem(shapes: Sequence[Sequence[int]], dtypes: Sequence[str], attrs: Layer
     """Everything `launch.enqueue` needs but the pointers, from what TensorRT hands enqueue."""
     check_input_shapes(shapes, attrs)
     check_types(dtypes, attrs)
-    k, m = (int(d) for d in shapes[0])
-    tiles = int(shapes[4][0]) - 1
-    if tiles != attrs.num_tiles:
-        raise FieldError(f"{attrs.op_type}: k_offsets holds {tiles} tiles, attribute num_tiles = {attrs.num_tiles}")
-    return Problem(M=m, K=k, N=attrs.out_features, ldx=m, tile_rows=attrs.tile_rows, num_tiles=tiles,
+    k, m = (int(d) for d in shapes[0])   # check_input_shapes tied len(k_offsets) to num_tiles + 1
+    return Problem(M=m, K=k, N=attrs.out_features, ldx=m, tile_rows=attrs.tile_rows, num_tiles=attrs.num_tiles,
                    dtype=dtypes[0], activation=attrs.activation_name)
 
 

@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
     p.set_defaults(func=cmd_prune)
     __import__(f"{__package__}.cli_deploy", fromlist=["register"]).register(sub)  # export, build, validate
+    __import__(f"{__package__}.cli_tools", fromlist=["register"]).register(sub)   # bench, report
     return parser
 
 

@@ -37,3 +37,19 @@ def test_prune_bad_input_exit_code(tmp_path, capsys):
     bad.write_text("modle: mlp\n")
     assert main(["prune", "--config", str(bad), "-q"]) == 2
     assert "unknown key(s) ['modle']" in capsys.readouterr().err
+
+
+def test_report_and_cpu_bench(tmp_path, capsys):
+    ckpt = tmp_path / "mlp.safetensors"
+    assert main(["prune", "--model", "mlp", "--pattern", "tvw:tile=64", "--sparsity", "0.75", "-o", str(ckpt), "-q"]) == 0
+    report = tmp_path / "report.json"
+    assert main(["report", str(ckpt), "--json", str(report)]) == 0
+    info = json.loads(report.read_text())
+    assert set(info["layers"]) == {"fc1", "fc2"}
+    assert all(0 < v["compressed_bytes"] < v["dense_bytes"] for v in info["layers"].values())
+    bench = tmp_path / "bench.json"
+    assert main(["bench", str(ckpt), "--device", "cpu", "--batch", "3", "--reps", "2", "--warmup", "1",
+                 "--json", str(bench)]) == 0
+    result = json.loads(bench.read_text())
+    assert result["rel_diff"] < 1e-5, "the sparse model must compute what its dense twin computes"
+    assert set(result["ms"]) == {"dense (nn.Linear)", "sparse (SparseLinear)"}

@@ -23,20 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-import onnxscript
 import torch
-from onnxscript import opset18 as op
 from torch import nn
 
 from trt_plugins import fields
 
-from . import onnx_functions
 from .formats.tilesparse import FormatError
 from .modules import SparseLinear
 
 IR_VERSION = 10             # what onnxruntime ≥ 1.20 and TensorRT ≥ 10.7 read
 METADATA_PREFIX = "sparsetrt."
-_OPSET = onnxscript.values.Opset(fields.DOMAIN, onnx_functions.DOMAIN_VERSION)
+OPSET = 18                  # the default opset of torch.onnx's dynamo exporter; the function bodies use it
 
 
 class ExportError(ValueError):
@@ -97,41 +94,14 @@ def describe_layer(name: str, module: SparseLinear, input_dtype: torch.dtype | N
     return LayerExport(name, attrs, str(module.pattern), str(module.index_order), dtype)
 
 
-def _op_schema(op_type: str) -> onnx.defs.OpSchema:
-    """Schema of a custom node, only for onnxscript's recorder (never registered with onnx)."""
-    schema = onnx.defs.OpSchema
-    float_types = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"]
-    inputs = [schema.FormalParameter(n, "tensor(int32)" if n in fields.INT32_INPUTS else "T")
-              for n in fields.INPUTS]
-    attrs = [schema.Attribute(a, schema.AttrType.INT, "") for a in fields.int_attribute_names(op_type)]
-    attrs += [schema.Attribute(a, schema.AttrType.STRING, "") for a in ("plugin_version", "plugin_namespace")]
-    return schema(op_type, fields.DOMAIN, onnx_functions.DOMAIN_VERSION, inputs=inputs,
-                  outputs=[schema.FormalParameter("y", "T")], type_constraints=[("T", float_types, "")],
-                  attributes=attrs)
-
-
-def _translation(layers_by_values: Mapping[str, LayerExport]):
-    """The onnxscript translation of `sparsetrt::tile_sparse_linear` for this export: the layer is found
-    from the placeholder name of its `values` buffer (torch.export names it after the module path)."""
-    ops = {name: onnxscript.values.Op(_OPSET, name, _op_schema(name)) for name in fields.OPS}
-
-    def tile_sparse_linear(x, values, meta, k_index, k_offsets, row_index, bias, out_features, tile_rows,
-                           two_four, activation):
-        layer = layers_by_values.get(values.name)
-        if layer is None or bias is None:
-            raise ExportError(f"sparsetrt::tile_sparse_linear on '{values.name}': not a registered SparseLinear buffer "
-                              "(the op must be called through SparseLinear modules of the exported model)")
-        attrs = layer.attrs
-        rank = len(x.shape)
-        x2 = x if rank == 2 else op.Reshape(x, op.Constant(value_ints=[-1, attrs.in_features]))
-        xt = op.Transpose(x2, perm=[1, 0])
-        y = ops[attrs.op_type](xt, values, meta, k_index, k_offsets, row_index, bias, **attrs.to_onnx())
-        if rank == 2:
-            return y
-        lead = op.Shape(x, start=0, end=rank - 1)
-        return op.Reshape(y, op.Concat(lead, op.Constant(value_ints=[attrs.out_features]), axis=0))
-
-    return tile_sparse_linear
+def _onnx_functions():
+    """The onnxscript side (local functions, translation), imported only when exporting: `import exporter`
+    must work where onnxscript is not installed (the GPU machine)."""
+    try:
+        from . import onnx_functions
+    except ImportError as err:
+        raise ImportError(f"the ONNX export needs onnxscript (pip install onnxscript): {err}") from None
+    return onnx_functions
 
 
 def default_dynamic_shapes(example_inputs: Sequence[torch.Tensor]) -> tuple:
@@ -199,7 +169,8 @@ def _export(model, example_inputs, layers, dynamic_shapes, input_names, output_n
     buffers = dict(ep.graph_signature.inputs_to_buffers)
     by_values = {ph: layers[fqn.rsplit(".", 1)[0]] for ph, fqn in buffers.items()
                  if fqn.endswith(".values") and fqn.rsplit(".", 1)[0] in layers}
-    table = {torch.ops.sparsetrt.tile_sparse_linear.default: _translation(by_values)}
+    functions = _onnx_functions()
+    table = {torch.ops.sparsetrt.tile_sparse_linear.default: functions.translation(by_values)}
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     quiet.setLevel(logging.ERROR)   # the exporter warns about every torchvision op it cannot register
@@ -208,7 +179,7 @@ def _export(model, example_inputs, layers, dynamic_shapes, input_names, output_n
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             program = torch.onnx.export(ep, example_inputs, dynamo=True, custom_translation_table=table,
-                                        opset_version=onnx_functions.OPSET, input_names=input_names,
+                                        opset_version=OPSET, input_names=input_names,
                                         output_names=output_names, optimize=True, verbose=False)
     finally:
         quiet.setLevel(level)
@@ -217,6 +188,7 @@ def _export(model, example_inputs, layers, dynamic_shapes, input_names, output_n
 
 def _finish(proto: onnx.ModelProto, layers: Mapping[str, LayerExport], metadata: Mapping[str, str] | None) -> None:
     """Add one local function per op type used, the custom opset, IR version and provenance metadata."""
+    onnx_functions = _onnx_functions()
     used = {layer.attrs.op_type: layer for layer in layers.values()}
     kept = [f for f in proto.functions if f.domain != fields.DOMAIN]
     del proto.functions[:]
@@ -225,7 +197,7 @@ def _finish(proto: onnx.ModelProto, layers: Mapping[str, LayerExport], metadata:
         proto.functions.append(onnx_functions.function_proto(op_type, layer.attrs.spec.two_four, layer.attrs.to_onnx()))
     imports = {o.domain: o for o in proto.opset_import}
     if fields.DOMAIN not in imports:
-        proto.opset_import.append(onnx.helper.make_opsetid(fields.DOMAIN, onnx_functions.DOMAIN_VERSION))
+        proto.opset_import.append(onnx.helper.make_opsetid(fields.DOMAIN, fields.DOMAIN_VERSION))
     _name_dynamic_dims(proto.graph)
     proto.ir_version = IR_VERSION
     proto.producer_name = "sparsetrt"

@@ -28,15 +28,23 @@ different kept widths (TVW/TW) need no loop and no [nnz, T] comparison matrix.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnx
 import onnxscript
 from onnxscript import FLOAT, INT32
 from onnxscript import opset18 as op
 
-DOMAIN = "sparsetrt"
-DOMAIN_VERSION = 1
-OPSET = 18            # the default opset of torch.onnx's dynamo exporter; the bodies import the same
+from trt_plugins import fields
+
+if TYPE_CHECKING:
+    from .onnx_export import LayerExport
+
+DOMAIN = fields.DOMAIN
+DOMAIN_VERSION = fields.DOMAIN_VERSION
+OPSET = 18            # = onnx_export.OPSET, the default opset of torch.onnx's dynamo exporter
 
 _sparsetrt = onnxscript.values.Opset(DOMAIN, DOMAIN_VERSION)
 
@@ -165,3 +173,43 @@ def function_proto(op_type: str, two_four: bool, attributes: dict[str, object]) 
         if name not in declared:
             proto.attribute.append(name)
     return proto
+
+
+# ---- the translation of the torch op ------------------------------------------------------------------
+def _op_schema(op_type: str) -> onnx.defs.OpSchema:
+    """Schema of a custom node, only for onnxscript's recorder (never registered with onnx)."""
+    schema = onnx.defs.OpSchema
+    float_types = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"]
+    inputs = [schema.FormalParameter(n, "tensor(int32)" if n in fields.INT32_INPUTS else "T")
+              for n in fields.INPUTS]
+    attrs = [schema.Attribute(a, schema.AttrType.INT, "") for a in fields.int_attribute_names(op_type)]
+    attrs += [schema.Attribute(a, schema.AttrType.STRING, "") for a in ("plugin_version", "plugin_namespace")]
+    return schema(op_type, fields.DOMAIN, DOMAIN_VERSION, inputs=inputs,
+                  outputs=[schema.FormalParameter("y", "T")], type_constraints=[("T", float_types, "")],
+                  attributes=attrs)
+
+
+def translation(layers_by_values: Mapping[str, LayerExport]):
+    """The onnxscript translation of `sparsetrt::tile_sparse_linear` for this export: the layer is found
+    from the placeholder name of its `values` buffer (torch.export names it after the module path)."""
+    ops = {name: onnxscript.values.Op(_sparsetrt, name, _op_schema(name)) for name in fields.OPS}
+
+    def tile_sparse_linear(x, values, meta, k_index, k_offsets, row_index, bias, out_features, tile_rows,
+                           two_four, activation):
+        layer = layers_by_values.get(values.name)
+        if layer is None or bias is None:
+            from .onnx_export import ExportError
+
+            raise ExportError(f"sparsetrt::tile_sparse_linear on '{values.name}': not a registered SparseLinear buffer "
+                              "(the op must be called through SparseLinear modules of the exported model)")
+        attrs = layer.attrs
+        rank = len(x.shape)
+        x2 = x if rank == 2 else op.Reshape(x, op.Constant(value_ints=[-1, attrs.in_features]))
+        xt = op.Transpose(x2, perm=[1, 0])
+        y = ops[attrs.op_type](xt, values, meta, k_index, k_offsets, row_index, bias, **attrs.to_onnx())
+        if rank == 2:
+            return y
+        lead = op.Shape(x, start=0, end=rank - 1)
+        return op.Reshape(y, op.Concat(lead, op.Constant(value_ints=[attrs.out_features]), axis=0))
+
+    return tile_sparse_linear

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 DOMAIN = "sparsetrt"            # ONNX domain of the custom nodes
+DOMAIN_VERSION = 1              # its opset version
 NAMESPACE = "sparsetrt"         # TensorRT plugin namespace (node attribute plugin_namespace)
 PLUGIN_VERSION = "1"            # node attribute plugin_version
 INPUTS = ("xt", "values", "meta", "k_index", "k_offsets", "row_index", "bias")

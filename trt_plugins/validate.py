@@ -209,7 +209,7 @@ def validate(onnx_path: str | Path, torch_model=None, *, runners: Sequence[str] 
 
     from exporter.onnx_inspect import sparse_nodes
 
-    from . import tensorrt_version
+    from . import fields, tensorrt_version
 
     onnx_path = Path(onnx_path)
     model = onnx.load(str(onnx_path))
@@ -234,7 +234,11 @@ def validate(onnx_path: str | Path, torch_model=None, *, runners: Sequence[str] 
             built.append(TorchRunner(torch_model, input_metadata(model), [o.name for o in model.graph.output], dev,
                                      name=f"torch-{dev.split(':')[0]}"))
         else:
-            runner, result = tensorrt_runner(onnx_path, shapes, plugins)
+            use_plugins = plugins and dtype in fields.KERNEL_DTYPES
+            if plugins and not use_plugins:
+                report.notes.append(f"tensorrt: {dtype} model, so no plugins (the kernels run fp16/bf16): "
+                                    "TensorRT inlines the reference local functions")
+            runner, result = tensorrt_runner(onnx_path, shapes, use_plugins)
             report.notes.append(f"tensorrt: plugins {result.plugins or 'none'} ({result.plugin_impl})")
             report.notes.extend(result.notes)
             built.append(runner)

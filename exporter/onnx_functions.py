@@ -203,6 +203,11 @@ def translation(layers_by_values: Mapping[str, LayerExport]):
             raise ExportError(f"sparsetrt::tile_sparse_linear on '{values.name}': not a registered SparseLinear buffer "
                               "(the op must be called through SparseLinear modules of the exported model)")
         attrs = layer.attrs
+        if (out_features, tile_rows, activation) != (attrs.out_features, attrs.tile_rows, attrs.activation_name):
+            from .onnx_export import ExportError
+
+            raise ExportError(f"layer '{layer.name}': the op call ({out_features}, {tile_rows}, {activation!r}) "
+                              "disagrees with the module's attributes")
         rank = len(x.shape)
         x2 = x if rank == 2 else op.Reshape(x, op.Constant(value_ints=[-1, attrs.in_features]))
         xt = op.Transpose(x2, perm=[1, 0])

@@ -15,10 +15,23 @@ using namespace sparsetrt;
     tile_sparse_gemm<T, BM, ACT>(p);                                                                      \
   }
 
-#define SPARSETRT_GEMM_ACTS(DT, T, BM)                 \
-  SPARSETRT_GEMM(tsgemm_##DT##_bm##BM##_none, T, BM, kNone) \
-  SPARSETRT_GEMM(tsgemm_##DT##_bm##BM##_relu, T, BM, kRelu) \
-  SPARSETRT_GEMM(tsgemm_##DT##_bm##BM##_gelu, T, BM, kGelu)
+// TensorRT AOT order: inputs, int scalars, then the output; <= 48 KB shared memory (see CtaShape).
+#define SPARSETRT_GEMM_AOT(NAME, T, BM, ACT)                                                              \
+  extern "C" __global__ void __launch_bounds__(CtaShape<BM>::kThreads, 2)                                 \
+      NAME##_aot(const T* xt, const T* values, const uint32_t* meta, const int* k_index,                  \
+                 const int* k_offsets, const int* row_index, const T* bias, int M, int ldx, int K, int N, \
+                 int num_tiles, int tile_rows, int has_bias, T* y) {                                      \
+    const Problem<T> p{xt, values, meta, k_index, k_offsets, row_index, bias, y,                          \
+                       M,  ldx,    K,    N,       num_tiles, tile_rows, has_bias};                        \
+    tile_sparse_gemm<T, BM, ACT, true>(p);                                                                \
+  }
+
+#define SPARSETRT_GEMM_BOTH(NAME, T, BM, ACT) SPARSETRT_GEMM(NAME, T, BM, ACT) SPARSETRT_GEMM_AOT(NAME, T, BM, ACT)
+
+#define SPARSETRT_GEMM_ACTS(DT, T, BM)                      \
+  SPARSETRT_GEMM_BOTH(tsgemm_##DT##_bm##BM##_none, T, BM, kNone) \
+  SPARSETRT_GEMM_BOTH(tsgemm_##DT##_bm##BM##_relu, T, BM, kRelu) \
+  SPARSETRT_GEMM_BOTH(tsgemm_##DT##_bm##BM##_gelu, T, BM, kGelu)
 
 SPARSETRT_GEMM_ACTS(f16, __half, 32)
 SPARSETRT_GEMM_ACTS(f16, __half, 64)

@@ -100,7 +100,9 @@ __device__ __forceinline__ float activate(float v) {
 constexpr int kKeptPerStage = 32;    // one mma.sp m16n8k32 step of kept columns
 constexpr int kWarpTokens = 64;      // 8 x n8 per warp
 
-template <int BM>
+// kLowSmem: at most 48 KB of dynamic shared memory (fewer stages), for launchers that cannot raise
+// the per-kernel limit (TensorRT's AOT plugin launch).
+template <int BM, bool kLowSmem = false>
 struct CtaShape {
   static_assert(BM == 32 || BM == 64 || BM == 128, "BM must be 32, 64 or 128");
   static constexpr int kThreads = 128;
@@ -110,7 +112,7 @@ struct CtaShape {
   static constexpr int kWarpsN = 4 / kWarpsM;
   static constexpr int kTokens = kWarpsN * kWarpTokens;                // BN
   static constexpr int kChunksPerRow = kTokens / 8;                    // 16-byte chunks per gathered row
-  static constexpr int kStages = BM == 128 ? 6 : 4;                    // ~75 KB: two CTAs per SM
+  static constexpr int kStages = kLowSmem ? (BM == 128 ? 3 : 2) : (BM == 128 ? 6 : 4);   // ~75 KB: 2 CTAs/SM
   static constexpr int kABytes = BM * (kKeptPerStage / 2) * 2;        // BM rows x 16 compressed halves
   static constexpr int kEBytes = BM * 4;                              // one metadata word per row
   static constexpr int kBBytes = kKeptPerStage * kTokens * 2;         // 32 gathered rows x BN tokens
@@ -120,6 +122,7 @@ struct CtaShape {
   static constexpr int kOutPitch = BM + 8;                            // halves per token, padded
   static constexpr int kOutBytes = kTokens * kOutPitch * 2;
   static constexpr int kSmemBytes = kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes;
+  static_assert(!kLowSmem || kSmemBytes <= 48 * 1024, "low-smem variant must fit the default 48 KB");
 };
 
 // The problem, as the kernel sees it (device pointers + sizes); one struct keeps signatures short.
@@ -158,9 +161,9 @@ __device__ void fill_pruned(const Problem<T>& p, int fill_cta, int m_tiles) {
 // The GEMM CTA.  kVecX: XT rows are 16-byte aligned (cp.async gathers); else element loads.
 // Every per-thread address is computed once before the k loop; a stage only advances pointers.
 // ---------------------------------------------------------------------------------------------------
-template <typename T, int BM, int ACT, bool kVecX>
+template <typename T, int BM, int ACT, bool kVecX, bool kLowSmem>
 __device__ __forceinline__ void gemm_cta(const Problem<T>& p, int tile, int row_block, int m0) {
-  using Shape = CtaShape<BM>;
+  using Shape = CtaShape<BM, kLowSmem>;
   constexpr int kTokens = Shape::kTokens, kThreads = Shape::kThreads, kStages = Shape::kStages;
   constexpr int kMI = Shape::kMI;
   constexpr int kAChunks = BM * 2 / kThreads > 0 ? BM * 2 / kThreads : 1;   // 16 B chunks of A per thread
@@ -341,9 +344,9 @@ __device__ __forceinline__ void gemm_cta(const Problem<T>& p, int tile, int row_
   }
 }
 
-template <typename T, int BM, int ACT>
+template <typename T, int BM, int ACT, bool kLowSmem = false>
 __device__ void tile_sparse_gemm(const Problem<T>& p) {
-  using Shape = CtaShape<BM>;
+  using Shape = CtaShape<BM, kLowSmem>;
   const int m_tiles = (p.M + Shape::kTokens - 1) / Shape::kTokens;
   const int sub_tiles = p.tile_rows / BM;
   const int gemm_ctas = p.num_tiles * sub_tiles * m_tiles;
@@ -358,9 +361,9 @@ __device__ void tile_sparse_gemm(const Problem<T>& p) {
   const int tile_lin = blockIdx.x % (p.num_tiles * sub_tiles);
   // 16-byte gathers need 16-byte aligned rows of XT; otherwise element loads (decided once, per CTA).
   if (((p.ldx & 7) == 0) && ((reinterpret_cast<uintptr_t>(p.xt) & 15) == 0))
-    gemm_cta<T, BM, ACT, true>(p, tile_lin / sub_tiles, tile_lin % sub_tiles, m0);
+    gemm_cta<T, BM, ACT, true, kLowSmem>(p, tile_lin / sub_tiles, tile_lin % sub_tiles, m0);
   else
-    gemm_cta<T, BM, ACT, false>(p, tile_lin / sub_tiles, tile_lin % sub_tiles, m0);
+    gemm_cta<T, BM, ACT, false, kLowSmem>(p, tile_lin / sub_tiles, tile_lin % sub_tiles, m0);
 }
 
 }  // namespace sparsetrt

@@ -16,7 +16,8 @@ def test_build_outputs_cover_every_kernel_and_target():
     assert manifest_path.is_file(), "run `python cuda/build.py` (the package install does it when nvcc exists)"
     manifest = json.loads(manifest_path.read_text())
     assert manifest["archs"] == ["sm_80", "sm_86", "sm_89", "sm_90"]
-    expected = {launch.kernel_name(d, bm, a) for d in launch.DTYPES for bm in launch.CTA_ROWS for a in launch.ACTIVATIONS}
+    expected = {launch.kernel_name(d, bm, a) + suffix for d in launch.DTYPES for bm in launch.CTA_ROWS
+                for a in launch.ACTIVATIONS for suffix in ("", "_aot")}
     assert expected <= set(manifest["entries"]), expected - set(manifest["entries"])
     assert (launch.KERNEL_DIR / launch.FATBIN).stat().st_size > 1_000_000
     ptx = launch.ptx_path().read_text()

@@ -154,3 +154,26 @@ def test_transpose_kernel_is_exact(m, k, pad_to, rng):
     torch.cuda.synchronize()
     assert xt.shape == (k, -(-m // pad_to) * pad_to)
     assert torch.equal(xt[:, :m].cpu(), x.t())
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[4]], ids=["hinm64", "hinm128", "tvw128_outprune"])
+def test_aot_entry_points_in_tensorrt_order(case, rng):
+    """The <name>_aot kernels (TensorRT AOT order: inputs, int scalars, output; <= 48 KB shared memory,
+    launched without raising the dynamic shared-memory limit) compute what the JIT kernels compute."""
+    from trt_plugins import launch
+
+    _, pattern, sparsity, n, k = case
+    fmt, bias = make_format(pattern, sparsity, n, k, torch.float16, rng)
+    x = torch.randn(301, k, generator=rng).half()
+    f, xd, bd = fmt.to("cuda"), x.cuda(), bias.cuda()
+    xt = xd.t().contiguous()                      # dense [K, M], as TensorRT passes it: ldx = M = 301
+    y = torch.full((301, n), float("nan"), dtype=torch.float16, device="cuda")
+    p = launch.plan(301, k, n, fmt.tile_rows, fmt.num_tiles, "float16", "gelu")
+    rt = launch.runtime(0)
+    fn = rt.module.get_function(p.kernel_name + "_aot")
+    fn.prepare("PPPPPPPiiiiiiiP")
+    fn.prepared_call(p.grid, p.block, xt.data_ptr(), f.values.data_ptr(), f.meta.data_ptr(), f.k_index.data_ptr(),
+                     f.k_offsets.data_ptr(), f.row_index.data_ptr(), bd.data_ptr(), 301, 301, k, n, fmt.num_tiles,
+                     fmt.tile_rows, 1, y.data_ptr(), shared_size=launch.shared_bytes(p.cta_rows, low_smem=True))
+    torch.cuda.synchronize()
+    check(fmt, x, bias, y.cpu(), "gelu")

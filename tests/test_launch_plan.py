@@ -25,6 +25,10 @@ def test_shared_memory_mirrors_cuda_constants():
     assert launch.shared_bytes(64) == 4 * (2048 + 256 + 16384)
     assert launch.shared_bytes(128) == 6 * (4096 + 512 + 8192)
     assert launch.shared_bytes(32) == 4 * (1024 + 128 + 16384)
+    # the AOT entry points: fewer stages, within the default 48 KB
+    assert launch.shared_bytes(128, low_smem=True) == 3 * (4096 + 512 + 8192) <= 48 * 1024
+    assert launch.shared_bytes(64, low_smem=True) == max(2 * (2048 + 256 + 16384), 256 * 72 * 2) <= 48 * 1024
+    assert launch.shared_bytes(32, low_smem=True) <= 48 * 1024
 
 
 @pytest.mark.parametrize("args,message", [

@@ -60,9 +60,10 @@ def tokens_per_cta(cta_rows: int) -> int:
     return 128 if cta_rows == 128 else 256
 
 
-def shared_bytes(cta_rows: int) -> int:
-    """Mirror of CtaShape<BM>::kSmemBytes in cuda/tile_sparse_gemm.cuh."""
-    stages = 6 if cta_rows == 128 else 4
+def shared_bytes(cta_rows: int, low_smem: bool = False) -> int:
+    """Mirror of CtaShape<BM, kLowSmem>::kSmemBytes in cuda/tile_sparse_gemm.cuh (`low_smem`: the <= 48 KB
+    variant behind the `<name>_aot` entry points)."""
+    stages = (3 if cta_rows == 128 else 2) if low_smem else (6 if cta_rows == 128 else 4)
     tokens = tokens_per_cta(cta_rows)
     stage = cta_rows * (KEPT_PER_STAGE // 2) * 2 + cta_rows * 4 + KEPT_PER_STAGE * tokens * 2
     out_tile = tokens * (cta_rows + 8) * 2

@@ -69,7 +69,7 @@ def _aot(xt, attrs: fields.LayerAttrs):
     params = trtp.KernelLaunchParams()
     params.grid_x = trtp.cdiv(xt.shape_expr[1], tokens) * ctas     # token tiles x CTAs per token tile
     params.block_x = p.block[0]
-    params.shared_mem = p.shared_bytes
+    params.shared_mem = launch.shared_bytes(p.cta_rows, low_smem=True)   # the _aot entries fit 48 KB
     scalars = trtp.SymIntExprs.from_tuple([trtp.SymInt32(e) for e in fields.aot_scalar_args(xt.shape_expr, attrs)])
     return name.encode(), ptx.encode(), params, scalars
 

@@ -5,9 +5,9 @@ SparseLinear at 75% HiNM (V=128) and 75% TVW (G=128), eager and as a CUDA-graph 
 
     python3 tools/bench_e2e.py --out docs        # writes bench_e2e.json; tools/bench_report.py makes the markdown
 
-Per-layer rows time each projection shape alone at M = 16384 (sparse: transpose of X + kernel, GELU
-fused into fc1's epilogue); the whole-model rows time one forward pass.  Median of CUDA-event-timed
-runs after warm-up."""
+Per-layer rows time each projection shape alone at M = 16384 as a CUDA-graph replay (sparse: transpose
+of X + kernel, GELU fused into fc1's epilogue); the whole-model rows time one forward pass, eager and
+as a graph replay.  Median of CUDA-event-timed runs after warm-up."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from exporter import TVW, HiNM, SparseLinear, select_masks  # noqa: E402
 from exporter.formats import compress  # noqa: E402
-from tools.bench_kernels import timed  # noqa: E402
+from tools.bench_kernels import graph_timed, timed  # noqa: E402
 
 D, HEADS, FFN, LAYERS, BATCH, SEQ = 1024, 16, 4096, 24, 32, 512
 
@@ -85,7 +85,8 @@ def per_layer(kind: str, gen, warmup: int, reps: int) -> dict:
         else:
             layer = sparse_layer(fmts[(n, k)], act)
             fn = lambda layer=layer, k=k: layer(x[k])  # noqa: E731
-        rows[label] = timed(fn, warmup, reps)
+        with torch.no_grad():
+            rows[label] = graph_timed(fn, warmup, reps)   # GPU time of the layer, without launch overhead
     return rows
 
 

@@ -14,6 +14,7 @@ graph is being captured on it.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -204,25 +205,51 @@ def enqueue(*, xt_ptr: int, ldx: int, values_ptr: int, meta_ptr: int, k_index_pt
     """Launch Y[M, N] = act(XT^T · W^T + b) on `stream` (a raw cudaStream_t handle; None = torch's current).
 
     bias_ptr = 0 means no bias.  Returns the plan it launched (empty grids launch nothing)."""
-    import torch
-
-    global LAUNCH_COUNT
     p = plan(M, K, N, tile_rows, num_tiles, dtype, activation)
     if ldx < M:
         raise ValueError(f"ldx={ldx} must be >= M={M} (XT is [K, ldx])")
     if M == 0:
         return p
     rt = runtime(device_index)
+    with _on_side_stream(rt, device_index, stream):
+        _launch_gemm(rt, p, xt_ptr, ldx, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr, row_index_ptr, bias_ptr,
+                     y_ptr, M, K, N, tile_rows, num_tiles)
+    return p
+
+
+class _on_side_stream:
+    """Order launches on our pycuda stream after the caller's stream, and the caller after them (events;
+    legal during CUDA graph capture, where it forks and joins the captured stream)."""
+
+    def __init__(self, rt: _Runtime, device_index: int, stream: int | None) -> None:
+        import torch
+
+        device = torch.device("cuda", device_index)
+        self.rt = rt
+        self.caller = (torch.cuda.current_stream(device) if stream is None
+                       else torch.cuda.ExternalStream(stream, device=device))
+
+    def __enter__(self):
+        self.rt.side.wait_stream(self.caller)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.caller.wait_stream(self.rt.side)
+
+
+def _launch_gemm(rt: _Runtime, p: LaunchPlan, xt_ptr, ldx, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr,
+                 row_index_ptr, bias_ptr, y_ptr, M, K, N, tile_rows, num_tiles) -> None:
+    global LAUNCH_COUNT
     fn = rt.function(p.kernel_name, p.shared_bytes)
-    device = torch.device("cuda", device_index)
-    caller = torch.cuda.current_stream(device) if stream is None else torch.cuda.ExternalStream(stream, device=device)
-    rt.side.wait_stream(caller)
     fn.prepared_async_call(p.grid, p.block, rt.stream, xt_ptr, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr,
                            row_index_ptr, bias_ptr if bias_ptr else values_ptr, y_ptr, M, ldx, K, N, num_tiles,
                            tile_rows, 1 if bias_ptr else 0, shared_size=p.shared_bytes)
-    caller.wait_stream(rt.side)
     LAUNCH_COUNT += 1
-    return p
+
+
+def _launch_transpose(rt: _Runtime, x_ptr: int, xt_ptr: int, m: int, k: int, ldx: int) -> None:
+    fn = rt.function("transpose16", 0, "PPiii")
+    fn.prepared_async_call((-(-m // 64), -(-k // 64), 1), (256, 1, 1), rt.stream, x_ptr, xt_ptr, m, k, ldx)
 
 
 # ---- torch path ---------------------------------------------------------------------------------------
@@ -234,7 +261,9 @@ def supports(x, values, two_four: bool) -> bool:
             and values.dtype == x.dtype and x.shape[-1] >= KEPT_PER_STAGE and _kernels_present())
 
 
+@functools.lru_cache(maxsize=1)
 def _kernels_present() -> bool:
+    """pycuda importable and a kernel binary (or the means to compile one) present; checked once."""
     try:
         import pycuda  # noqa: F401
     except ImportError:
@@ -256,12 +285,8 @@ def to_feature_major(x2d, pad_to: int = 8):
         x2d = x2d.contiguous()
         device_index = x2d.device.index or 0
         rt = runtime(device_index)
-        fn = rt.function("transpose16", 0, "PPiii")
-        caller = torch.cuda.current_stream(x2d.device)
-        rt.side.wait_stream(caller)
-        fn.prepared_async_call((-(-m // 64), -(-k // 64), 1), (256, 1, 1), rt.stream, x2d.data_ptr(), xt.data_ptr(),
-                               m, k, ldx)
-        caller.wait_stream(rt.side)
+        with _on_side_stream(rt, device_index, None):
+            _launch_transpose(rt, x2d.data_ptr(), xt.data_ptr(), m, k, ldx)
     else:
         xt[:, :m].copy_(x2d.t())
     return xt
@@ -278,16 +303,21 @@ def tile_sparse_linear(x, values, meta, k_index, k_offsets, row_index, bias, out
     m = x2d.shape[0]
     y = torch.empty(m, out_features, dtype=x.dtype, device=x.device)
     if m:
-        if xt is None:
-            xt = to_feature_major(x2d)
-        ints = [t.contiguous() for t in (meta, k_index, k_offsets, row_index)]
+        ints = [t if t.is_contiguous() else t.contiguous() for t in (meta, k_index, k_offsets, row_index)]
         if any(t.dtype != torch.int32 for t in ints):
             raise ValueError("meta, k_index, k_offsets and row_index must be int32")
         values = values.contiguous()
-        b = bias.contiguous().to(x.dtype) if bias is not None else None
-        enqueue(xt_ptr=xt.data_ptr(), ldx=xt.shape[1], values_ptr=values.data_ptr(), meta_ptr=ints[0].data_ptr(),
-                k_index_ptr=ints[1].data_ptr(), k_offsets_ptr=ints[2].data_ptr(), row_index_ptr=ints[3].data_ptr(),
-                bias_ptr=b.data_ptr() if b is not None else 0, y_ptr=y.data_ptr(), M=m, K=k, N=out_features,
-                tile_rows=tile_rows, num_tiles=k_offsets.numel() - 1, dtype=str(x.dtype).removeprefix("torch."),
-                activation=activation, stream=None, device_index=x.device.index or 0)
+        b = None if bias is None else bias.contiguous() if bias.dtype == x.dtype else bias.to(x.dtype).contiguous()
+        device_index = x.device.index or 0
+        p = plan(m, k, out_features, tile_rows, k_offsets.numel() - 1, str(x.dtype).removeprefix("torch."), activation)
+        rt = runtime(device_index)
+        with _on_side_stream(rt, device_index, None):   # one fork/join for the transpose and the GEMM
+            if xt is None:
+                x2d = x2d.contiguous()
+                ldx = -(-m // 8) * 8
+                xt = torch.empty(k, ldx, dtype=x.dtype, device=x.device)
+                _launch_transpose(rt, x2d.data_ptr(), xt.data_ptr(), m, k, ldx)
+            _launch_gemm(rt, p, xt.data_ptr(), xt.shape[1], values.data_ptr(), ints[0].data_ptr(), ints[1].data_ptr(),
+                         ints[2].data_ptr(), ints[3].data_ptr(), b.data_ptr() if b is not None else 0, y.data_ptr(),
+                         m, k, out_features, tile_rows, k_offsets.numel() - 1)
     return y.reshape(*x.shape[:-1], out_features)

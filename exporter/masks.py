@@ -176,3 +176,34 @@ def select_masks(scores: Mapping[str, torch.Tensor], pattern: Pattern, sparsity:
         else:
             raise PatternError(f"layer '{name}': no mask selection for pattern {pattern!r}")
     return out
+
+
+# ---- helpers for permuted layouts (exporter.permute) ----------------------------------------------------------
+def hinm_columns(scores: torch.Tensor, rows: torch.Tensor, kept: int) -> list[torch.Tensor]:
+    """HiNM level 1 for a given row blocking: block t (rows[t]) keeps the `kept` input columns whose saliency
+    summed over the block's rows is largest, in ascending order (what `hinm_layer` does for rows = arange)."""
+    rows = torch.as_tensor(rows, dtype=torch.int64)
+    block_scores = scores[rows].sum(1)                                              # [blocks, K]
+    return list(torch.sort(torch.topk(block_scores, kept, dim=1).indices, dim=1).values)
+
+
+def layout_mask(name: str, scores: torch.Tensor, rows: torch.Tensor, cols: list[torch.Tensor], two_four: bool,
+                requested: float) -> LayerMask:
+    """The LayerMask of a given tile layout: tile t covers output features rows[t] and keeps the input
+    columns cols[t] in that order (consecutive quadruples form the 2:4 groups, where each row keeps its 2
+    highest-scoring entries).  Used for permuted layouts, whose columns need not be ascending."""
+    rows = torch.as_tensor(rows, dtype=torch.int64)
+    cols = [torch.as_tensor(c, dtype=torch.int64) for c in cols]
+    scores = scores.detach().to(torch.float32).cpu()
+    if cols and len({len(c) for c in cols}) == 1:   # uniform tiles (HiNM): one batched gather and scatter
+        n, k = scores.shape
+        c = torch.stack(cols)                                                       # [T, C]
+        sub = scores[rows[:, :, None], c[:, None, :]]                               # [T, R, C]
+        keep = two_four_mask(sub) if two_four else torch.ones_like(sub, dtype=torch.bool)
+        flat = (rows[:, :, None] * k + c[:, None, :])[keep]
+        mask = torch.zeros(n * k, dtype=torch.bool)
+        mask[flat] = True
+        mask = mask.view(n, k)
+    else:
+        mask = _tiles_to_mask(tuple(scores.shape), rows, cols, scores, two_four)
+    return LayerMask(name, mask, requested, rows, cols, two_four)

@@ -32,6 +32,7 @@ class SparsifyReport:
     pattern: str
     requested: float
     layers: list[LayerReport] = field(default_factory=list)
+    permutation: object | None = None   # exporter.permute.PermutationReport when sparsify(permutation=...)
 
     @property
     def achieved(self) -> float:
@@ -40,8 +41,11 @@ class SparsifyReport:
         return 1.0 - kept / total if total else 0.0
 
     def to_dict(self) -> dict:
-        return {"pattern": self.pattern, "requested": self.requested, "achieved": self.achieved,
-                "layers": [vars(r) | {"shape": list(r.shape)} for r in self.layers]}
+        out = {"pattern": self.pattern, "requested": self.requested, "achieved": self.achieved,
+               "layers": [vars(r) | {"shape": list(r.shape)} for r in self.layers]}
+        if self.permutation is not None:
+            out["permutation"] = self.permutation.to_dict()
+        return out
 
     def table(self):
         from rich.table import Table
@@ -113,12 +117,18 @@ def sparsify(
     max_batches: int | None = None,
     dtype: torch.dtype | None = None,
     progress: bool = True,
+    permutation=None,
 ) -> SparsifyReport:
     """Prune the selected nn.Linear layers of `model` in place.
 
     Tile-sparse patterns (HiNM, TVW, TW, 2:4) become `SparseLinear` modules holding compressed weights;
     the baselines (unstructured, block, other N:M) stay nn.Linear with pruned weights set to zero.
-    Returns a per-layer report of requested vs achieved sparsity."""
+    Returns a per-layer report of requested vs achieved sparsity.
+
+    `permutation` (e.g. `exporter.permute.Gyro()`, HiNM/TVW/TW only) permutes rows and 2:4 groups first
+    to keep more saliency; the model computes the same function as with unpermuted kept weights (outputs
+    absorbed by the next sparse layer where the graph allows, else restored by the output scatter; see
+    docs/PERMUTATION.md).  The report's `permutation` field holds the retained-saliency report."""
     from tqdm.auto import tqdm
 
     pattern = pattern_from_spec(pattern)
@@ -126,6 +136,8 @@ def sparsify(
     if not layers:
         raise PatternError(f"no nn.Linear layer matches include={list(include)} exclude={list(exclude)}")
     scores = compute_scores(model, layers, saliency, data, loss_fn, max_batches, progress)
+    if permutation is not None:
+        return _sparsify_permuted(model, layers, scores, pattern, sparsity, permutation, dtype, progress)
     masks = select_masks(scores, pattern, sparsity)
     report = SparsifyReport(pattern.describe(), sparsity)
     for name in tqdm(layers, desc=f"sparsify {pattern.describe()}", disable=not progress, leave=False):
@@ -138,6 +150,23 @@ def sparsify(
                 module.weight.mul_(lm.mask.to(module.weight.device, module.weight.dtype))
             new = module
         report.layers.append(layer_report(name, new, lm))
+    return report
+
+
+def _sparsify_permuted(model, layers, scores, pattern, sparsity, permutation, dtype, progress) -> SparsifyReport:
+    import time
+
+    from .permute.model import absorbable_pairs, apply_permuted, permute_scores
+    from .permute.result import PermutationReport
+
+    start = time.perf_counter()
+    results = permute_scores(scores, pattern, sparsity, permutation, progress=progress)
+    handling = apply_permuted(model, layers, results, absorbable_pairs(model, layers), pattern, dtype)
+    report = SparsifyReport(pattern.describe(), sparsity)
+    for name in layers:
+        report.layers.append(layer_report(name, model.get_submodule(name), results[name].layer_mask()))
+    report.permutation = PermutationReport(pattern.describe(), permutation.name, sparsity, list(results.values()),
+                                           handling, time.perf_counter() - start)
     return report
 
 

@@ -1,0 +1,124 @@
+"""Permutation configs, in the style of torchao's configs: small frozen dataclasses that validate themselves.
+
+`Gyro` is the method of the HiNM paper (output-channel permutation by sampled, clustered rows and a linear
+assignment, then a per-tile input permutation that forms better 2:4 groups).  `NoPermutation`,
+`RandomRestarts` and `ChannelSwap` are the baselines it is measured against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..patterns import PatternError
+
+
+def _check(cls: str, field: str, ok: bool, value: object, expected: str) -> None:
+    if not ok:
+        raise PatternError(f"{cls}.{field} must be {expected}, got {value!r}")
+
+
+def _int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class PermutationConfig:
+    """Base class.  `seed` fixes every random choice (same seed, same input → identical result);
+    `time_budget_s` bounds the search's wall time (for a model: all layers together)."""
+
+    seed: int = 0
+    time_budget_s: float | None = None
+    name = "base"
+
+    def __post_init__(self) -> None:
+        cls = type(self).__name__
+        _check(cls, "seed", _int(self.seed) and self.seed >= 0, self.seed, "a non-negative integer")
+        _check(cls, "time_budget_s", self.time_budget_s is None or (isinstance(self.time_budget_s, (int, float))
+               and self.time_budget_s > 0), self.time_budget_s, "None or a positive number of seconds")
+
+
+@dataclass(frozen=True)
+class NoPermutation(PermutationConfig):
+    """Identity order: blocks of consecutive rows, kept columns grouped in ascending order."""
+
+    name = "none"
+
+
+@dataclass(frozen=True)
+class RandomRestarts(PermutationConfig):
+    """Best of `restarts` random row permutations (with random column grouping) and the identity."""
+
+    restarts: int = 8
+    name = "random"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check("RandomRestarts", "restarts", _int(self.restarts) and self.restarts >= 1, self.restarts, "a positive integer")
+
+
+@dataclass(frozen=True)
+class ChannelSwap(PermutationConfig):
+    """NVIDIA-ASP-style greedy channel swaps for the 2:4 groups inside every tile (rows not permuted).
+
+    Each iteration scores every swap of two kept columns in different groups, then applies the best ones
+    in decreasing order of gain, skipping groups already touched in that iteration; it stops when no swap
+    gains more than `threshold` × the tile's retained saliency, or after `max_iters` iterations."""
+
+    max_iters: int = 100
+    threshold: float = 1e-7
+    name = "channel_swap"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check("ChannelSwap", "max_iters", _int(self.max_iters) and self.max_iters >= 1, self.max_iters, "a positive integer")
+        _check("ChannelSwap", "threshold", isinstance(self.threshold, (int, float)) and self.threshold >= 0,
+               self.threshold, "a non-negative number")
+
+
+@dataclass(frozen=True)
+class Gyro(PermutationConfig):
+    """Gyro-permutation.
+
+    Output stage (which rows share a tile): for every `num_ext` in `schedule`, repeat rounds of
+    {sample `num_ext` rows from every tile; balanced k-means of the sampled rows into one cluster per tile
+    (`kmeans_iters` iterations, balance by a linear assignment); cost[i, j] = saliency kept at column-vector
+    level when cluster j joins tile i's remaining rows; linear assignment; accept only if the total kept
+    saliency grows} until `patience` rounds in a row bring no gain.  The schedule is walked `passes` times.
+
+    Input stage (which kept columns share a 2:4 group, per tile): repeat {pull one column from every group
+    of 4; cost[i, j] = 2:4-kept saliency if column j joins group i's other 3, summed over the tile's rows;
+    linear assignment; accept if better} until `input_patience` tries in a row bring no gain.  Problems with
+    more than `lsa_groups` groups are split into random parts of at most that many groups per round.
+
+    A round whose relative gain is below `min_gain` still applies but counts as a round without gain (the
+    last rounds of a converging search gain ~1e-6 each and would otherwise dominate the run time).
+    `max_rounds` caps the rounds of each stage per layer."""
+
+    schedule: tuple[int, ...] = (8, 1, 4, 1, 2, 1, 1)
+    patience: int = 3
+    passes: int = 1
+    kmeans_iters: int = 8
+    input_patience: int = 3
+    lsa_groups: int = 64
+    min_gain: float = 2e-5
+    max_rounds: int = 500
+    output: bool = True
+    input: bool = True
+    name = "gyro"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.schedule, list):   # accept a list from YAML/JSON configs; stored as a tuple
+            object.__setattr__(self, "schedule", tuple(self.schedule))
+        sched = self.schedule
+        _check("Gyro", "schedule", isinstance(sched, tuple) and len(sched) > 0 and all(_int(e) and e >= 1 for e in sched),
+               sched, "a non-empty tuple of positive integers (rows sampled per tile in each round)")
+        for field in ("patience", "passes", "kmeans_iters", "input_patience", "max_rounds"):
+            v = getattr(self, field)
+            _check("Gyro", field, _int(v) and v >= 1, v, "a positive integer")
+        _check("Gyro", "lsa_groups", _int(self.lsa_groups) and self.lsa_groups >= 2, self.lsa_groups,
+               "an integer >= 2")
+        _check("Gyro", "min_gain", isinstance(self.min_gain, (int, float)) and 0 <= self.min_gain < 1, self.min_gain,
+               "a number in [0, 1)")
+        _check("Gyro", "output/input", self.output or self.input, (self.output, self.input),
+               "at least one enabled stage")

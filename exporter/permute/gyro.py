@@ -1,0 +1,187 @@
+"""Gyro-permutation search kernels: output rows into tiles, and kept columns into 2:4 groups.
+
+Both searches are greedy and monotone: a round is accepted only when it raises the retained saliency,
+so the result never keeps less than the order it started from.  Costs are built batched in float32
+(the expensive part) and every acceptance is re-checked on float64 totals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ._common import Deadline, assign_max, random_perm_rows
+from .config import Gyro
+from .saliency_accounting import top2_of_4, top2_pair, vector_retained
+
+# Elements of one temporary in the cost loops: small enough to stay in cache (2 MB of float32).
+_CACHE = 1 << 19
+
+
+@dataclass
+class SearchStats:
+    rounds: int = 0
+    accepted: int = 0
+    before: float = 0.0
+    after: float = 0.0
+
+
+# ---- output stage: which rows share a tile ----------------------------------------------------------------
+def _thresholds(sums: torch.Tensor, kept: int) -> torch.Tensor:
+    """The kept-th largest column sum of every tile [T] (float32): the level-1 cut of each tile."""
+    return torch.kthvalue(sums.to(torch.float32), sums.shape[1] - kept + 1, dim=1).values
+
+
+def _join_costs(rest: torch.Tensor, gsum: torch.Tensor, tau: torch.Tensor, kept: int) -> torch.Tensor:
+    """cost[i, j] ≈ column-vector saliency kept by tile i's remaining rows plus cluster j.
+
+    Uses top-k(v) = min over τ of k·τ + Σ max(0, v − τ) at the tile's current cut τ_i: exact while the cut
+    does not move and an upper bound otherwise.  It is ~30× cheaper than a top-k per pair, and every
+    accepted round is re-checked with the exact top-k in float64."""
+    t, k = rest.shape
+    out = torch.empty(t, t, dtype=torch.float32)
+    step = max(1, (1 << 19) // (t * k))
+    for a in range(0, t, step):
+        b = min(t, a + step)
+        v = rest[a:b, None, :] + gsum[None, :, :] - tau[a:b, None, None]
+        out[a:b] = v.clamp_min_(0).sum(-1) + kept * tau[a:b, None]
+    return out
+
+
+def balanced_kmeans(x: torch.Tensor, clusters: int, size: int, iters: int, gen: torch.Generator) -> torch.Tensor:
+    """Cluster the rows of x [clusters·size, K] into `clusters` groups of exactly `size` rows; returns the
+    member rows of each cluster [clusters, size].  Balance comes from a linear assignment of points to
+    `size` copies of every centroid (the tiled distance matrix)."""
+    n = x.shape[0]
+    centroids = x[torch.randperm(n, generator=gen)[:clusters]]
+    labels = None
+    for _ in range(iters):
+        dist = torch.cdist(x, centroids).pow_(2)                                    # [n, clusters]
+        slots = torch.from_numpy(assign_max(-dist.repeat_interleave(size, dim=1)))  # point → slot
+        new = slots // size
+        if labels is not None and torch.equal(new, labels):
+            break
+        labels = new
+        centroids = torch.zeros_like(centroids).index_add_(0, labels, x) / size
+    return torch.argsort(labels, stable=True).view(clusters, size)
+
+
+def search_rows(scores: torch.Tensor, tile_rows: int, kept: int, cfg: Gyro, gen: torch.Generator,
+                deadline: Deadline, bar=None, order: torch.Tensor | None = None) -> tuple[torch.Tensor, SearchStats]:
+    """Output-channel permutation.  scores [N, K] float64; returns the rows of every tile [N/R, R] and stats.
+
+    Objective: Σ over tiles of the `kept` largest column sums (the column-vector level of HiNM / TW, as
+    in the authors' code); the 2:4 level is left to the input stage."""
+    n, k = scores.shape
+    tiles = n // tile_rows
+    s32 = scores.to(torch.float32)
+    perm = torch.arange(n).view(tiles, tile_rows) if order is None else order.clone().view(tiles, tile_rows)
+    sums = scores[perm].sum(1)                                                      # [T, K] float64
+    current = float(vector_retained(sums, kept).sum())
+    stats = SearchStats(before=current, after=current)
+    tau = _thresholds(sums, kept)
+    if tiles < 2:
+        return perm, stats
+    for _ in range(cfg.passes):
+        for num_ext in cfg.schedule:
+            num_ext = min(num_ext, tile_rows)
+            fails = 0
+            while fails < cfg.patience and stats.rounds < cfg.max_rounds and not deadline.expired():
+                stats.rounds += 1
+                pos = random_perm_rows(gen, tiles, tile_rows)
+                take, stay = pos[:, :num_ext], pos[:, num_ext:]
+                ext = perm.gather(1, take)                                          # [T, e] rows pulled out
+                if num_ext == 1:
+                    groups = ext                                                    # each row its own cluster
+                else:
+                    flat = ext.reshape(-1)
+                    groups = flat[balanced_kmeans(s32[flat], tiles, num_ext, cfg.kmeans_iters, gen)]
+                rest = sums - scores[ext].sum(1)                                    # [T, K] tile i minus its pulled rows
+                gsum = scores[groups].sum(1)                                        # [T, K] cluster sums
+                cost = _join_costs(rest.to(torch.float32), gsum.to(torch.float32), tau, kept)
+                pick = torch.from_numpy(assign_max(cost))                            # cluster for each tile
+                new_sums = rest + gsum[pick]
+                new = float(vector_retained(new_sums, kept).sum())
+                if new > current * (1 + 1e-12):
+                    fails = 0 if new > current * (1 + cfg.min_gain) else fails + 1
+                    perm = torch.cat([perm.gather(1, stay), groups[pick]], dim=1)
+                    sums, current = new_sums, new
+                    tau = _thresholds(sums, kept)
+                    stats.accepted += 1
+                else:
+                    fails += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(f"out e={num_ext} kept={current:.4g}", refresh=False)
+    stats.after = current
+    return perm, stats
+
+
+# ---- input stage: which kept columns share a 2:4 group ------------------------------------------------------
+def _pull_costs(x: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:
+    """cost[t, i, j] = Σ_r max(0, x[t, r, j] − m2[t, r, i]): the 2:4 gain of column j joining group i whose
+    other three have second-largest value m2 (top-2 of {m1 ≥ m2 ≥ m3, x} = m1 + m2 + max(0, x − m2))."""
+    t, r, g = x.shape
+    out = torch.zeros(t, g, g, dtype=x.dtype)
+    step = max(1, _CACHE // (g * g))     # rows per step: keep the [rows, g, g] temporary in cache (≈8× faster)
+    for a in range(t):
+        acc = out[a]
+        for r0 in range(0, r, step):
+            acc += (x[a, r0:r0 + step, None, :] - m2[a, r0:r0 + step, :, None]).clamp_min_(0).sum(0)
+    return out
+
+
+def search_groups(block: torch.Tensor, cfg: Gyro, gen: torch.Generator, deadline: Deadline, bar=None,
+                  order: torch.Tensor | None = None) -> tuple[torch.Tensor, SearchStats]:
+    """Input permutation of every tile.  block [T, R, C] float64 holds each tile's kept columns; returns
+    order [T, C] (a permutation of 0..C-1 per tile: consecutive quadruples are the 2:4 groups) and stats."""
+    t, r, c = block.shape
+    g = c // 4
+    order = torch.arange(c).repeat(t, 1) if order is None else order.clone()
+    b32 = block.to(torch.float32)
+    current = top2_of_4(block.gather(2, order[:, None, :].expand(t, r, c))).sum((1, 2))   # [T] float64
+    stats = SearchStats(before=float(current.sum()))
+    fails = torch.zeros(t, dtype=torch.int64)
+    rounds = 0
+    while g > 1 and rounds < cfg.max_rounds and not deadline.expired():
+        active = torch.nonzero(fails < cfg.input_patience).flatten()
+        if active.numel() == 0:
+            break
+        rounds += 1
+        stats.rounds += 1
+        a = active.numel()
+        ordered = b32[active].gather(2, order[active][:, None, :].expand(a, r, c)).view(a, r, g, 4)
+        pull = torch.randint(0, 4, (a, g), generator=gen)
+        x = ordered.gather(3, pull[:, None, :, None].expand(a, r, g, 1)).squeeze(-1)       # [a, R, G]
+        others = ordered.scatter(3, pull[:, None, :, None].expand(a, r, g, 1), float("-inf"))
+        m2 = top2_pair(others)[1]                                                         # [a, R, G]
+        # random parts of at most lsa_groups groups (the same split shape for every tile in the batch)
+        parts = max(1, -(-g // cfg.lsa_groups))
+        shuffled = random_perm_rows(gen, a, g) if parts > 1 else torch.arange(g).repeat(a, 1)
+        target = torch.arange(g).repeat(a, 1)                                             # group i receives pull of target[i]
+        for idx in torch.tensor_split(shuffled, parts, dim=1):
+            xp = x.gather(2, idx[:, None, :].expand(a, r, idx.shape[1]))
+            mp = m2.gather(2, idx[:, None, :].expand(a, r, idx.shape[1]))
+            cost = _pull_costs(xp, mp)
+            for i in range(a):
+                pick = torch.from_numpy(assign_max(cost[i]))
+                target[i, idx[i]] = idx[i][pick]
+        src = 4 * target + pull.gather(1, target)           # position whose column moves into group i's slot
+        dst = 4 * torch.arange(g)[None, :] + pull            # group i's pulled slot
+        new_order = order[active].clone()
+        new_order.scatter_(1, dst, order[active].gather(1, src))
+        new_val = top2_of_4(block[active].gather(2, new_order[:, None, :].expand(a, r, c))).sum((1, 2))
+        better = new_val > current[active] * (1 + 1e-12)
+        gained = new_val > current[active] * (1 + cfg.min_gain)
+        win = active[better]
+        order[win] = new_order[better]
+        current[win] = new_val[better]
+        fails[active[gained]] = 0
+        fails[active[~gained]] += 1
+        stats.accepted += int(better.sum())
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(f"in tiles={a} kept={float(current.sum()):.4g}", refresh=False)
+    stats.after = float(current.sum())
+    return order, stats

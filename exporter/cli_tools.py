@@ -123,7 +123,56 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .study.demo import run_demo
+
+    summary = run_demo(args.pattern, args.sparsity, quick=args.quick, out_dir=args.out, seed=args.seed,
+                       export=not args.no_export, bench=not args.no_bench, progress=not args.quiet)
+    table = Table(title=f"sparsetrt demo: {summary['label']} at {summary['sparsity']:.1%} on {summary['dataset']}")
+    table.add_column("step")
+    table.add_column("result")
+    table.add_row("dense accuracy", f"{summary['dense_acc']:.2%}")
+    table.add_row("pruned + fine-tuned (masked)", f"{summary['masked_acc']:.2%}  (achieved sparsity {summary['achieved']:.2%})")
+    table.add_row("SparseLinear model (CPU reference)", f"{summary['final_acc']:.2%}  ({summary['sparse_layers']} sparse layers)")
+    table.add_row("checkpoint", f"{summary['checkpoint']}  (reload matches: {summary['reload_matches']})")
+    export, bench = summary["export"], summary["bench"]
+    if "skipped" in export:
+        table.add_row("export / validate", export["skipped"])
+    else:
+        table.add_row("export", export["onnx"])
+        table.add_row("validate (Polygraphy: ONNX Runtime vs PyTorch)",
+                      f"{'PASS' if export['validate_passed'] else 'FAIL'}  (max |diff| {export['validate_max_abs']:.2e})")
+        table.add_row("ONNX Runtime accuracy", f"{export['onnx_acc']:.2%}")
+    table.add_row("GPU benchmark", bench["skipped"] if "skipped" in bench else
+                  f"{bench['device']}: dense {bench['dense_ms']:.3f} ms, sparse {bench['sparse_ms']:.3f} ms "
+                  f"({bench['speedup']:.2f}×)")
+    table.add_row("wall time", f"{summary['timings']['total_s']:.0f} s")
+    Console().print(table)
+    ok = summary["reload_matches"] and export.get("validate_passed", True)
+    return EXIT_OK if ok else 1
+
+
 def register(sub) -> None:
+    p = sub.add_parser("demo", help="the whole path on a small built-in example: train, prune, fine-tune, export, "
+                                    "validate, (GPU) benchmark",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  sparsetrt demo                         # HiNM + gyro, 75%, MNIST-5k (~3 min on 2 cores)\n"
+                              "  sparsetrt demo --pattern tvw --sparsity 0.875\n"
+                              "  sparsetrt demo --quick                 # scikit-learn digits, tiny model (CI)")
+    p.add_argument("--pattern", default="hinm+gyro",
+                   help="unstructured | 2:4 | block | tw | tvw | hinm | hinm+gyro (default hinm+gyro)")
+    p.add_argument("--sparsity", type=float, default=0.75)
+    p.add_argument("--quick", action="store_true", help="tiny model on scikit-learn digits (seconds)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="out/example", help="output folder (checkpoint, ONNX, JSON summary)")
+    p.add_argument("--no-export", action="store_true", help="stop after the checkpoint")
+    p.add_argument("--no-bench", action="store_true", help="skip the GPU benchmark")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
+
     p = sub.add_parser("bench", help="time a pruned checkpoint against its dense twin (GPU, or CPU)",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  sparsetrt bench out/encoder.sparse.safetensors --batch 32 --seq 128\n"

@@ -53,3 +53,13 @@ def test_report_and_cpu_bench(tmp_path, capsys):
     result = json.loads(bench.read_text())
     assert result["rel_diff"] < 1e-5, "the sparse model must compute what its dense twin computes"
     assert set(result["ms"]) == {"dense (nn.Linear)", "sparse (SparseLinear)"}
+
+
+def test_demo_quick(tmp_path):
+    """The README's main command, reduced: train, prune (HiNM + gyro), fine-tune, export, validate."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--no-bench", "-q", "--out", str(out)]) == 0
+    summary = json.loads(next(out.glob("*.json")).read_text())
+    assert summary["reload_matches"] and summary["export"]["validate_passed"]
+    assert abs(summary["achieved"] - 0.75) < 0.02
+    assert summary["final_acc"] == summary["masked_acc"], "SparseLinear must compute what the masked model computes"

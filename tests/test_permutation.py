@@ -267,3 +267,16 @@ def test_report_table_and_progress(capsys):
 def test_deadline_helper():
     d = Deadline(None)
     assert not d.expired() and d.remaining() is None
+
+
+def test_worker_processes_give_identical_results():
+    """workers=2 runs layers in spawned processes; per-layer seeding makes the result independent of it."""
+    from exporter.permute import permute_scores
+
+    scores = {f"l{i}": weights("student_t", (128, 128), 20 + i).abs() for i in range(3)}
+    a = permute_scores(scores, HiNM(64), 0.75, Gyro(), progress=False, workers=2)
+    b = permute_scores(scores, HiNM(64), 0.75, Gyro(), progress=False, workers=1)
+    assert list(a) == list(b)
+    assert all(torch.equal(a[n].mask, b[n].mask) and a[n].retained == b[n].retained for n in scores)
+    with pytest.raises(PatternError, match="workers"):
+        permute_scores(scores, HiNM(64), 0.75, Gyro(), progress=False, workers=0)

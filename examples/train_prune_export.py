@@ -31,6 +31,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--out-dir", default="out/example", help="checkpoints, ONNX files, JSON (default %(default)s)")
+    p.add_argument("--cache-dir", default="out/study/cache", help="dense checkpoints (shared with the study)")
     p.add_argument("--no-export", action="store_true", help="stop after the compressed checkpoint")
     p.add_argument("--no-bench", action="store_true", help="skip the GPU benchmark")
     p.add_argument("--no-progress", action="store_true")
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name} at {sparsity:.1%} ==")
         r = run_demo(name, sparsity, args.quick, args.out_dir, seed=args.seed, dataset=args.dataset,
                      finetune_epochs=args.finetune_epochs, export=not args.no_export, bench=not args.no_bench,
-                     threads=args.threads, progress=not args.no_progress)
+                     cache_dir=args.cache_dir, threads=args.threads, progress=not args.no_progress)
         results.append(r)
         ex, bench = r["export"], r["bench"]
         print(f"  dense {r['dense_acc']:.2%} → pruned + fine-tuned {r['final_acc']:.2%} "

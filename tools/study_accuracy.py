@@ -6,6 +6,7 @@ docs/results_*.png.
     python tools/study_accuracy.py                     # the full study (3 seeds, mnist5k) → docs/
     python tools/study_accuracy.py --quick             # CI smoke run (digits, tiny model, 1 seed) → out/study/quick/
     python tools/study_accuracy.py --render docs/results.json    # re-render the Markdown/plots from a JSON
+    python tools/study_accuracy.py --render docs/results.json --ablation ft1=out/study/ablation_ft1/results.json
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-dir", help="where RESULTS.md, results.json, PNGs go (default docs; --quick out/study/quick)")
     p.add_argument("--cache-dir", default="out/study/cache", help="dense checkpoints per seed (default %(default)s)")
     p.add_argument("--render", metavar="JSON", help="only re-render RESULTS.md and the plots from this results.json")
+    p.add_argument("--ablation", metavar="NAME=JSON", action="append", default=[],
+                   help="with --render: attach another run's results.json as an ablation section (stored in the JSON)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -50,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out_dir or ("out/study/quick" if args.quick else "docs"))
     if args.render:
         results = json.loads(Path(args.render).read_text())
+        for spec in args.ablation:
+            name, _, path = spec.partition("=")
+            ab = json.loads(Path(path).read_text())
+            ab |= {"name": name, "title": f"{ab['train']['finetune_epochs']}-epoch fine-tuning budget "
+                                          f"({', '.join(dict.fromkeys(c['label'] for c in ab['cells']))})"}
+            results["ablations"] = [a for a in results.get("ablations", []) if a.get("name") != name] + [ab]
     else:
         model_cfg, cfg = (QUICK_MODEL, QUICK_TRAIN) if args.quick else (ModelConfig(), TrainConfig())
         if args.finetune_epochs is not None:
@@ -74,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
         results["machine"] = (f"{platform.machine()} 2-core CPU, no GPU, torch {torch.__version__}, "
                               f"{results['threads']} intra-op thread(s)")
-    written = write_results(results, out_dir, write_json=not args.render)
+    written = write_results(results, out_dir, write_json=not args.render or bool(args.ablation))
     Console(width=160).print(rich_table(results))
     print(f"wrote {', '.join(map(str, written))}; study wall time {results['wall_s'] / 60:.1f} min")
     return 0

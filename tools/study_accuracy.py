@@ -42,6 +42,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _code_version() -> str:
+    """The commit the study ran from (a git checkout), else $STUDY_CODE_VERSION (e.g. a `git archive` copy)."""
+    import os
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "exporter", "tools"], capture_output=True,
+                               text=True, cwd=Path(__file__).resolve().parent).stdout.strip()
+        return head + (" + uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("STUDY_CODE_VERSION", "unknown")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     from rich.console import Console
@@ -81,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         results["date"] = date.today().isoformat()
         import torch
 
+        results["code"] = _code_version()
         results["machine"] = (f"{platform.machine()} 2-core CPU, no GPU, torch {torch.__version__}, "
                               f"{results['threads']} intra-op thread(s)")
     written = write_results(results, out_dir, write_json=not args.render or bool(args.ablation))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_MISSING_DEP = 0, 2, 3
@@ -32,27 +30,6 @@ def dense_twin(model):
     return twin
 
 
-def _time(fn, device: str, warmup: int, reps: int) -> float:
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
     from rich.console import Console
@@ -60,6 +37,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from .checkpoint import load_model
     from .fusion import fuse_activations
+    from .timing import median_ms
     from .zoo import example_input
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -76,8 +54,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     x = example_input(spec["zoo"], model, batch=args.batch, seq=args.seq).to(device, dtype)
     with torch.no_grad():
         err = ((sparse(x).float() - dense(x).float()).norm() / dense(x).float().norm()).item()
-        rows = {"dense (nn.Linear)": _time(lambda: dense(x), device, args.warmup, args.reps),
-                "sparse (SparseLinear)": _time(lambda: sparse(x), device, args.warmup, args.reps)}
+        rows = {"dense (nn.Linear)": median_ms(lambda: dense(x), device, args.warmup, args.reps),
+                "sparse (SparseLinear)": median_ms(lambda: sparse(x), device, args.warmup, args.reps)}
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     table = Table(title=f"{args.checkpoint} on {name}, {args.dtype if device == 'cuda' else 'fp32'}, input {tuple(x.shape)}")
     for col in ("model", "median ms", "speedup"):

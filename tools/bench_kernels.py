@@ -26,6 +26,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from exporter import NM, TVW, Block, HiNM, Unstructured, select_masks  # noqa: E402
 from exporter.formats import compress  # noqa: E402
+from exporter.timing import graph_median_ms, median_ms  # noqa: E402
 from tools import bench_report  # noqa: E402
 
 SHAPES = [  # name, M, K, N
@@ -41,18 +42,7 @@ OURS = [  # label, pattern, sparsity
 
 
 def timed(fn, warmup: int, reps: int) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return median_ms(fn, "cuda", warmup, reps)
 
 
 def rotating(buffers):
@@ -65,16 +55,7 @@ def rotating(buffers):
 
 
 def graph_timed(fn, warmup: int, reps: int) -> float:
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return timed(graph.replay, warmup, reps)
+    return graph_median_ms(fn, warmup, reps)
 
 
 def masked(w: torch.Tensor, pattern, sparsity: float) -> torch.Tensor:

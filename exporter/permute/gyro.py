@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from scipy.optimize import linear_sum_assignment
 
 from ._common import Deadline, assign_max, random_perm_rows
 from .config import Gyro
@@ -151,7 +152,9 @@ def search_groups(block: torch.Tensor, cfg: Gyro, gen: torch.Generator, deadline
         rounds += 1
         stats.rounds += 1
         a = active.numel()
-        ordered = b32[active].gather(2, order[active][:, None, :].expand(a, r, c)).view(a, r, g, 4)
+        every = a == t                                      # skip the copies of advanced indexing when all tiles run
+        act_b32, act_block, act_order = (b32, block, order) if every else (b32[active], block[active], order[active])
+        ordered = act_b32.gather(2, act_order[:, None, :].expand(a, r, c)).view(a, r, g, 4)
         pull = torch.randint(0, 4, (a, g), generator=gen)
         x = ordered.gather(3, pull[:, None, :, None].expand(a, r, g, 1)).squeeze(-1)       # [a, R, G]
         others = ordered.scatter(3, pull[:, None, :, None].expand(a, r, g, 1), float("-inf"))
@@ -163,15 +166,16 @@ def search_groups(block: torch.Tensor, cfg: Gyro, gen: torch.Generator, deadline
         for idx in torch.tensor_split(shuffled, parts, dim=1):
             xp = x.gather(2, idx[:, None, :].expand(a, r, idx.shape[1]))
             mp = m2.gather(2, idx[:, None, :].expand(a, r, idx.shape[1]))
-            cost = _pull_costs(xp, mp)
+            cost = _pull_costs(xp, mp).to(torch.float64).numpy()
+            idx_np, tgt = idx.numpy(), target.numpy()        # tgt shares target's memory
             for i in range(a):
-                pick = torch.from_numpy(assign_max(cost[i]))
-                target[i, idx[i]] = idx[i][pick]
+                _, pick = linear_sum_assignment(cost[i], maximize=True)   # square: rows come back as 0..n-1
+                tgt[i, idx_np[i]] = idx_np[i][pick]
         src = 4 * target + pull.gather(1, target)           # position whose column moves into group i's slot
         dst = 4 * torch.arange(g)[None, :] + pull            # group i's pulled slot
-        new_order = order[active].clone()
-        new_order.scatter_(1, dst, order[active].gather(1, src))
-        new_val = top2_of_4(block[active].gather(2, new_order[:, None, :].expand(a, r, c))).sum((1, 2))
+        new_order = act_order.clone()
+        new_order.scatter_(1, dst, act_order.gather(1, src))
+        new_val = top2_of_4(act_block.gather(2, new_order[:, None, :].expand(a, r, c))).sum((1, 2))
         better = new_val > current[active] * (1 + 1e-12)
         gained = new_val > current[active] * (1 + cfg.min_gain)
         win = active[better]

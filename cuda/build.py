@@ -4,6 +4,7 @@
 Outputs (ignored by git, shipped in the wheel, built by CI on every run):
   sparsetrt_kernels.fatbin   SASS for sm_80, sm_86, sm_89, sm_90 + compute_80 PTX (JIT for newer GPUs)
   sparsetrt_kernels_sm90.ptx PTX for sm_90, embedded by the TensorRT AOT plugin
+  sparsetrt_kernels_sm90a.cubin  the Hopper wgmma.sp kernels (kernels_sm90.cu; sm_90a only, when 90 is built)
   *.cu, *.cuh                sources, for the compile-at-first-use fallback
 
 Usage: python cuda/build.py [--arch 80,86,89,90] [--out DIR] [--check]   (--check: also print ptxas usage)
@@ -20,8 +21,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ["kernels.cu"]
-HEADERS = ["tile_sparse_gemm.cuh"]
+SOURCES = ["kernels.cu", "kernels_sm90.cu"]
+HEADERS = ["tile_sparse_gemm.cuh", "tile_sparse_gemm_sm90.cuh", "wgmma_sp.cuh"]
+SM90A_CUBIN = "sparsetrt_kernels_sm90a.cubin"
+SM90A_GENCODE = "-gencode=arch=compute_90a,code=sm_90a"   # wgmma / setmaxnreg need the arch-specific target
 DEFAULT_ARCHS = ("80", "86", "89", "90")
 NVCC_FLAGS = ["-std=c++17", "-O3", "--use_fast_math", "-lineinfo"]
 
@@ -49,16 +52,25 @@ def build(out: Path, archs: tuple[str, ...], check: bool = False) -> list[Path]:
               + (["-Xptxas", "-v"] if check else []))
     ptx = out / "sparsetrt_kernels_sm90.ptx"
     run([nvcc(), *NVCC_FLAGS, "-arch=compute_90", "-ptx", str(src), "-o", str(ptx)])
+    outputs = [fatbin, ptx]
+    entries90: list[str] = []
+    if "90" in archs:
+        cubin = out / SM90A_CUBIN
+        log += run([nvcc(), *NVCC_FLAGS, SM90A_GENCODE, "-cubin", str(HERE / SOURCES[1]), "-o", str(cubin)]
+                   + (["-Xptxas", "-v"] if check else []))
+        entries90 = sorted(set(re.findall(rb"tsgemm90_\w+?_(?:none|relu|gelu)", cubin.read_bytes())))
+        outputs.append(cubin)
     for name in SOURCES + HEADERS:
         shutil.copyfile(HERE / name, out / name)
     entries = sorted(set(re.findall(r"^\.visible \.entry (\w+)\(", ptx.read_text(), flags=re.M)))
     version = subprocess.run([nvcc(), "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
     manifest = out / "manifest.json"
     manifest.write_text(json.dumps({"archs": [f"sm_{a}" for a in archs], "ptx": "compute_80 (in fatbin), compute_90",
-                                    "entries": entries, "nvcc": version}, indent=1))
+                                    "entries": entries, "sm90a_entries": [e.decode() for e in entries90],
+                                    "nvcc": version}, indent=1))
     if check:
         print(log)
-    return [fatbin, ptx, manifest]
+    return [*outputs, manifest]
 
 
 def main(argv: list[str] | None = None) -> int:

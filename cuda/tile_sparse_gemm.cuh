@@ -142,13 +142,13 @@ struct Problem {
 // ---------------------------------------------------------------------------------------------------
 // Pruned output features: Y[m, row] = act(bias[row]) (act(0) without bias) for rows past the tiles.
 // ---------------------------------------------------------------------------------------------------
-template <typename T, int BM, int ACT>
+// kTokens / kThreads: the token tile and block size of the GEMM kernel whose grid these CTAs extend.
+template <typename T, int kTokens, int kThreads, int ACT>
 __device__ void fill_pruned(const Problem<T>& p, int fill_cta, int m_tiles) {
   const int covered = p.num_tiles * p.tile_rows;
-  constexpr int kTokens = CtaShape<BM>::kTokens;
   const int m0 = (fill_cta % m_tiles) * kTokens;
   const int r0 = (fill_cta / m_tiles) * 64;
-  for (int i = threadIdx.x; i < 64 * kTokens; i += CtaShape<BM>::kThreads) {
+  for (int i = threadIdx.x; i < 64 * kTokens; i += kThreads) {
     const int r = r0 + i % 64, m = m0 + i / 64;
     if (covered + r < p.N && m < p.M) {
       const int row = p.row_index[covered + r];
@@ -351,7 +351,7 @@ __device__ void tile_sparse_gemm(const Problem<T>& p) {
   const int sub_tiles = p.tile_rows / BM;
   const int gemm_ctas = p.num_tiles * sub_tiles * m_tiles;
   if ((int)blockIdx.x >= gemm_ctas) {
-    fill_pruned<T, BM, ACT>(p, blockIdx.x - gemm_ctas, m_tiles);
+    fill_pruned<T, Shape::kTokens, Shape::kThreads, ACT>(p, blockIdx.x - gemm_ctas, m_tiles);
     return;
   }
   // Tile-fastest order: the CTAs running together share one token slice of XT and stream the

@@ -32,8 +32,10 @@ def median_ms(fn: Callable[[], object], device: str = "cuda", warmup: int = 5, r
     return statistics.median(times)
 
 
-def graph_median_ms(fn: Callable[[], object], warmup: int = 5, reps: int = 30) -> float:
-    """Capture one call of `fn` in a CUDA graph (after warm-up on a side stream) and time its replays."""
+def graph_median_ms(fn: Callable[[], object], warmup: int = 5, reps: int = 30, calls: int = 1) -> float:
+    """Capture `calls` calls of `fn` in one CUDA graph (after warm-up on a side stream) and time its replays;
+    returns the median per call.  Several calls per graph let `fn` rotate over input buffers (so repeated
+    calls do not just re-read the L2 cache) while launch overhead stays out of the time."""
     import torch
 
     side = torch.cuda.Stream()
@@ -44,5 +46,6 @@ def graph_median_ms(fn: Callable[[], object], warmup: int = 5, reps: int = 30) -
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        fn()
-    return median_ms(graph.replay, "cuda", warmup, reps)
+        for _ in range(calls):
+            fn()
+    return median_ms(graph.replay, "cuda", warmup, reps) / calls

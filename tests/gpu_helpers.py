@@ -37,8 +37,18 @@ def make_format(pattern, sparsity, n, k, dtype, gen, *, permute_rows=False, free
     return fmt, b
 
 
-def run_kernel(fmt, x, bias, activation="none", pad_to=8, device="cuda"):
-    """Launch through enqueue with the output poisoned (NaN) first; returns y [M, N] on the CPU."""
+def wgmma_available() -> bool:
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+
+
+def family_applies(family, fmt, pad_to=8) -> bool:
+    """Whether a kernel family can run this format on this GPU (the wgmma kernel: Hopper, 64-row tiles)."""
+    return family == "mma_sp" or (wgmma_available() and fmt.tile_rows % 64 == 0 and pad_to % 8 == 0)
+
+
+def run_kernel(fmt, x, bias, activation="none", pad_to=8, device="cuda", family=None):
+    """Launch through enqueue with the output poisoned (NaN) first; returns y [M, N] on the CPU.
+    family: "mma_sp", "wgmma_sp" or None (the launch layer's choice for this GPU)."""
     from trt_plugins import launch
 
     f = fmt.to(device)
@@ -52,7 +62,7 @@ def run_kernel(fmt, x, bias, activation="none", pad_to=8, device="cuda"):
                    row_index_ptr=f.row_index.data_ptr(), bias_ptr=b.data_ptr() if b is not None else 0,
                    y_ptr=y.data_ptr(), M=m, K=fmt.shape[1], N=fmt.shape[0], tile_rows=fmt.tile_rows,
                    num_tiles=fmt.num_tiles, dtype=str(x.dtype).removeprefix("torch."), activation=activation,
-                   stream=None)
+                   stream=None, family=family)
     torch.cuda.synchronize()
     return y.cpu()
 

@@ -22,3 +22,40 @@ def test_build_outputs_cover_every_kernel_and_target():
     assert (launch.KERNEL_DIR / launch.FATBIN).stat().st_size > 1_000_000
     ptx = launch.ptx_path().read_text()
     assert "mma.sp::ordered_metadata.sync.aligned.m16n8k32" in ptx and "cp.async.cg.shared.global" in ptx
+
+
+@needs_nvcc
+def test_sm90a_cubin_has_every_wgmma_kernel():
+    manifest = json.loads((launch.KERNEL_DIR / "manifest.json").read_text())
+    expected = {launch.sm90_kernel_name(d, bm, a) for d in launch.DTYPES for bm in (64, 128) for a in launch.ACTIVATIONS}
+    assert set(manifest["sm90a_entries"]) == expected
+    cubin = (launch.KERNEL_DIR / launch.SM90A_CUBIN).read_bytes()
+    assert all(name.encode() in cubin for name in expected)
+
+
+def test_generated_wgmma_wrappers_are_current():
+    import importlib.util
+
+    path = launch.Path(__file__).resolve().parents[1] / "cuda" / "gen_wgmma_sp.py"
+    spec = importlib.util.spec_from_file_location("gen_wgmma_sp", path)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.OUT.read_text() == gen.render(), "run `python cuda/gen_wgmma_sp.py`"
+
+
+@needs_nvcc
+def test_sm90_shape_constants_match_the_launch_layer(tmp_path):
+    """Compile a host program against the kernel header (no GPU needed to run it) and compare the shared
+    memory sizes the kernel assumes with the ones the launch layer asks for."""
+    import subprocess
+
+    cuda_dir = launch.Path(__file__).resolve().parents[1] / "cuda"
+    src = tmp_path / "shape.cu"
+    src.write_text('#include "tile_sparse_gemm_sm90.cuh"\n#include <cstdio>\nusing namespace sparsetrt::sm90;\n'
+                   'int main() { printf("%d %d %d %d\\n", Sm90Shape<64>::kSmemBytes, Sm90Shape<128>::kSmemBytes, '
+                   'Sm90Shape<64>::kThreads, Sm90Shape<128>::kTokens); }\n')
+    exe = tmp_path / "shape"
+    subprocess.run([shutil.which("nvcc"), "-std=c++17", f"-I{cuda_dir}", str(src), "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
+    assert list(map(int, out)) == [launch.sm90_shared_bytes(64), launch.sm90_shared_bytes(128),
+                                   launch.SM90_THREADS, launch.SM90_TOKENS]

@@ -11,10 +11,17 @@ import torch
 from exporter import TVW, HiNM, SparseLinear, select_masks
 from exporter.formats import meta as meta_layout
 
-from .gpu_helpers import CASES, REL_TOL, check, make_format, run_kernel
+from .gpu_helpers import CASES, REL_TOL, check, family_applies, make_format, run_kernel, wgmma_available
 
 pytestmark = pytest.mark.gpu
 DTYPES = [torch.float16, torch.bfloat16]
+FAMILIES = ["mma_sp", "wgmma_sp"]   # mma.sp (sm_80+) and the Hopper wgmma.sp kernel (sm_90a)
+
+
+def skip_unless_applies(family, fmt, pad_to=8):
+    if not family_applies(family, fmt, pad_to):
+        pytest.skip(f"{family} does not run tile_rows={fmt.tile_rows} / pad_to={pad_to} on "
+                    f"{torch.cuda.get_device_name()} (wgmma_sp: sm_90, 64-row tiles, aligned XT rows)")
 
 
 def test_mma_sp_fragment_layout_probe(rng):
@@ -59,47 +66,82 @@ def test_mma_sp_fragment_layout_probe(rng):
     assert torch.equal(got, expect), f"fragment layout mismatch:\n{got}\n{expect}"
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("m", [1, 7, 129, 4097])
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_kernel_matches_float64_reference(case, m, dtype, rng):
+def test_kernel_matches_float64_reference(case, m, dtype, family, rng):
     _, pattern, sparsity, n, k = case
     fmt, bias = make_format(pattern, sparsity, n, k, dtype, rng)
+    skip_unless_applies(family, fmt)
     x = torch.randn(m, k, generator=rng).to(dtype)
-    check(fmt, x, bias, run_kernel(fmt, x, bias))
+    check(fmt, x, bias, run_kernel(fmt, x, bias, family=family))
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_fused_activation_no_bias(activation, dtype, rng):
+def test_fused_activation_no_bias(activation, dtype, family, rng):
     fmt, _ = make_format(HiNM(vector=64), 0.75, 256, 384, dtype, rng)
+    skip_unless_applies(family, fmt)
     x = torch.randn(300, 384, generator=rng).to(dtype)
-    check(fmt, x, None, run_kernel(fmt, x, None, activation), activation)
+    check(fmt, x, None, run_kernel(fmt, x, None, activation, family=family), activation)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("activation", ["none", "gelu"])
-def test_pruned_outputs_get_activated_bias(activation, rng):
+def test_pruned_outputs_get_activated_bias(activation, family, rng):
     """TVW with output pruning: rows past the tiles output act(bias), written by the fill CTAs."""
     fmt, bias = make_format(TVW(tile=64, output_share=0.5), 0.8, 384, 256, torch.float16, rng)
+    skip_unless_applies(family, fmt)
     assert fmt.num_tiles * fmt.tile_rows < 384
     x = torch.randn(77, 256, generator=rng).half()
-    check(fmt, x, bias, run_kernel(fmt, x, bias, activation), activation)
+    check(fmt, x, bias, run_kernel(fmt, x, bias, activation, family=family), activation)
 
 
 @pytest.mark.parametrize("m", [7, 130])
 def test_scattered_rows_free_order_and_unaligned_activations(m, rng):
-    """row_index scatter (no vector stores), non-ascending kept columns, XT rows not 16-byte aligned."""
+    """row_index scatter (no vector stores), non-ascending kept columns, XT rows not 16-byte aligned
+    (mma_sp only; the automatic choice falls back to it for unaligned rows)."""
     fmt, bias = make_format(HiNM(vector=64), 0.75, 192, 256, torch.float16, rng, permute_rows=True, free_order=True)
     assert fmt.index_order == "free"
     x = torch.randn(m, 256, generator=rng).half()
     check(fmt, x, bias, run_kernel(fmt, x, bias, pad_to=1))   # ldx = M: odd, unaligned rows
-    check(fmt, x, bias, run_kernel(fmt, x, bias))
+    for family in FAMILIES:
+        if family_applies(family, fmt):
+            check(fmt, x, bias, run_kernel(fmt, x, bias, family=family))
 
 
-def test_large_k_and_many_tiles(rng):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_large_k_and_many_tiles(family, rng):
     fmt, bias = make_format(HiNM(vector=128), 0.75, 1024, 4096, torch.float16, rng)
+    skip_unless_applies(family, fmt)
     x = torch.randn(513, 4096, generator=rng).half()
+    check(fmt, x, bias, run_kernel(fmt, x, bias, family=family))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_long_token_axis_and_variable_tvw_tiles(family, dtype, rng):
+    """M = 32768 (128 token tiles of the wgmma kernel) and TVW tiles whose kept widths differ per tile,
+    including widths that are odd multiples of 32 (half a wgmma stage)."""
+    fmt, bias = make_format(TVW(tile=128), 0.75, 512, 768, dtype, rng)
+    skip_unless_applies(family, fmt)
+    widths = (fmt.k_offsets[1:] - fmt.k_offsets[:-1]).tolist()
+    assert len(set(widths)) > 1, widths
+    x = torch.randn(32768, 768, generator=rng).to(dtype)
+    check(fmt, x, bias, run_kernel(fmt, x, bias, family=family))
+
+
+@pytest.mark.skipif(not wgmma_available(), reason="the wgmma kernel needs compute capability 9.0")
+def test_automatic_choice_is_wgmma_on_hopper(rng):
+    from trt_plugins import launch
+
+    fmt, bias = make_format(HiNM(vector=64), 0.75, 256, 320, torch.float16, rng)
+    before = dict(launch.LAUNCHES_BY_FAMILY)
+    x = torch.randn(300, 320, generator=rng).half()
     check(fmt, x, bias, run_kernel(fmt, x, bias))
+    assert launch.LAUNCHES_BY_FAMILY["wgmma_sp"] == before["wgmma_sp"] + 1
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

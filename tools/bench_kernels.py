@@ -4,17 +4,23 @@
 
     python3 tools/bench_kernels.py --out docs          # bench_kernels.json; BENCHMARKS.md + plot via bench_report
 
-Timing: CUDA events around each call, median of --reps runs after --warmup calls, inputs rotated over
-3 buffers.  cuSPARSELt is timed as a CUDA-graph replay (its plan is built once at capture, like a
-deployment that reuses the plan) and also eagerly (PyTorch rebuilds the plan per call).  Ours is timed
+Timing: CUDA events, median of --reps runs after --warmup calls, inputs rotated over 3 buffers.  cuBLAS,
+cuSPARSELt and ours are timed as CUDA-graph replays of one call per buffer (launch overhead out of the
+number; cuSPARSELt's plan is built once at capture, like a deployment that reuses the plan), and also
+eagerly ("(eager)": events around each Python call, launch overhead included; PyTorch's semi-structured
+path rebuilds its plan per call).  BSR (Triton) and CSR (cuSPARSE) are timed eagerly: their calls take
+far longer than the launch overhead.  Ours is timed
 as the kernel alone (activations already feature-major, XT[K, M], the layout it reads) and as the
-full op (transpose of X[M, K] + kernel)."""
+full op (transpose of X[M, K] + kernel).  On Hopper "ours" is the wgmma.sp kernel (the launch layer's
+choice); the mma.sp kernel on the same bytes is timed too, as "<label> [mma.sp]"."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
+import os
 import statistics
 import sys
 import traceback
@@ -54,8 +60,22 @@ def rotating(buffers):
     return nxt
 
 
-def graph_timed(fn, warmup: int, reps: int) -> float:
-    return graph_median_ms(fn, warmup, reps)
+def graph_timed(fn, warmup: int, reps: int, calls: int = 1) -> float:
+    return graph_median_ms(fn, warmup, reps, calls)
+
+
+@contextlib.contextmanager
+def forced_family(family: str):
+    """Run our op with one kernel family (SPARSETRT_KERNEL) inside the block."""
+    old = os.environ.get("SPARSETRT_KERNEL")
+    os.environ["SPARSETRT_KERNEL"] = family
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("SPARSETRT_KERNEL")
+        else:
+            os.environ["SPARSETRT_KERNEL"] = old
 
 
 def masked(w: torch.Tensor, pattern, sparsity: float) -> torch.Tensor:
@@ -71,7 +91,7 @@ def bench_shape(name, m, k, n, args, gen) -> dict:
     xs = [torch.randn(m, k, generator=gen).to(dt).to(dev) for _ in range(3)]
     xts = [x.t().contiguous() for x in xs]
     wd = w.to(dev)
-    row = {"shape": name, "M": m, "K": k, "N": n, "ms": {}, "errors": {}, "nnz": {}}
+    row = {"shape": name, "M": m, "K": k, "N": n, "ms": {}, "errors": {}, "nnz": {}, "family": {}}
     ms = row["ms"]
 
     def record(label, thunk):
@@ -82,7 +102,9 @@ def bench_shape(name, m, k, n, args, gen) -> dict:
             traceback.print_exc()
 
     x_next, xt_next = rotating(xs), rotating(xts)
-    record("cuBLAS dense", lambda: timed(lambda: F.linear(x_next(), wd), args.warmup, args.reps))
+    nbuf = len(xs)   # graph-timed methods replay one call per input buffer
+    record("cuBLAS dense", lambda: graph_timed(lambda: F.linear(x_next(), wd), args.warmup, args.reps, nbuf))
+    ms["cuBLAS dense (eager)"] = timed(lambda: F.linear(x_next(), wd), args.warmup, args.reps)
 
     def cusparselt():
         from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
@@ -91,8 +113,7 @@ def bench_shape(name, m, k, n, args, gen) -> dict:
         ws = to_sparse_semi_structured(masked(w, NM(2, 4), 0.5).to(dev))
         row["cusparselt_backend"] = type(ws).__name__
         ms["cuSPARSELt 2:4 (eager)"] = timed(lambda: F.linear(x_next(), ws), args.warmup, args.reps)
-        x0 = xs[0]
-        return graph_timed(lambda: F.linear(x0, ws), args.warmup, args.reps)
+        return graph_timed(lambda: F.linear(x_next(), ws), args.warmup, args.reps, nbuf)
     record("cuSPARSELt 2:4", cusparselt)
 
     for s in (0.75, 0.875):
@@ -120,8 +141,17 @@ def bench_shape(name, m, k, n, args, gen) -> dict:
             y = launch.tile_sparse_linear(xs[0], *args_)
             ref = F.linear(xs[0].float(), (w * lm.mask).to(dev).float())
             check[label] = ((y.float() - ref).norm() / ref.norm()).item()
-            ms[f"{label} +transpose"] = timed(lambda: launch.tile_sparse_linear(x_next(), *args_), args.warmup, args.reps)
-            return timed(lambda: launch.tile_sparse_linear(xs[0], *args_, xt=xt_next()), args.warmup, args.reps)
+            def kernel_only():
+                return launch.tile_sparse_linear(xs[0], *args_, xt=xt_next())
+
+            ms[f"{label} +transpose"] = graph_timed(lambda: launch.tile_sparse_linear(x_next(), *args_), args.warmup,
+                                                    args.reps, nbuf)
+            ms[f"{label} (eager)"] = timed(kernel_only, args.warmup, args.reps)
+            row["family"][label] = launch.choose_family(fmt.tile_rows, m, xs[0].data_ptr(), torch.cuda.get_device_capability())
+            if row["family"][label] == "wgmma_sp":   # the previous (mma.sp) kernel on the same bytes, for comparison
+                with forced_family("mma_sp"):
+                    ms[f"{label} [mma.sp]"] = graph_timed(kernel_only, args.warmup, args.reps, nbuf)
+            return graph_timed(kernel_only, args.warmup, args.reps, nbuf)
         record(label, ours)
     row["rel_err_vs_dense_masked"] = check
     return row
@@ -144,6 +174,8 @@ def summarize(rows: list[dict]) -> dict:
             "vs best BSR 75%": med([min(filter(None, [r["ms"].get("BSR32 75.0%"), r["ms"].get("BSR64 75.0%")]),
                                         default=float("nan")) / r["ms"][label] if label in r["ms"] else None for r in rows]),
             "vs CSR 75%": med([ratio(r, label, "CSR 75.0%") for r in rows]),
+            "vs our mma.sp kernel": med([ratio(r, label, f"{label} [mma.sp]") for r in rows]),
+            "family": sorted({r["family"].get(label, "") for r in rows} - {""}),
         }
     return out
 
@@ -176,7 +208,8 @@ def main(argv=None) -> int:
     bench_report.write(out)
     print("\nsummary (median speedups):")
     for label, s in result["summary"].items():
-        print(f"  {label:18s} " + "  ".join(f"{k}={v:.2f}" if v else f"{k}=—" for k, v in s.items()))
+        print(f"  {label:18s} " + "  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v or '—'}"
+                                             for k, v in s.items()))
     return 0
 
 

@@ -1,8 +1,13 @@
 """Launch layer for the tile-sparse GEMM kernels: plan (pure Python), load (pycuda), launch (any stream).
 
-    plan(M, K, N, tile_rows, num_tiles, dtype, activation) -> LaunchPlan     # no GPU needed
-    enqueue(xt_ptr=..., ..., stream=handle)                                  # raw device pointers
-    tile_sparse_linear(x, values, ...)                                       # torch tensors
+    plan(M, K, N, tile_rows, num_tiles, dtype, activation, family) -> LaunchPlan   # no GPU needed
+    enqueue(xt_ptr=..., ..., stream=handle)                                        # raw device pointers
+    tile_sparse_linear(x, values, ...)                                             # torch tensors
+
+Two kernel families read the same bytes: "mma_sp" (mma.sp.m16n8k32, sm_80+, every tile height that is a
+multiple of 32; also what the TensorRT AOT plugin embeds) and "wgmma_sp" (Hopper wgmma.mma_async.sp, sm_90a
+cubin, tile heights that are multiples of 64, 16-byte aligned XT rows).  `choose_family` picks wgmma_sp on
+compute capability 9.0 whenever it applies; SPARSETRT_KERNEL=mma_sp|wgmma_sp forces one (benchmarks, tests).
 
 The kernel reads activations feature-major, XT[K, ldx] (see cuda/tile_sparse_gemm.cuh); the torch
 path transposes X[M, K] into a padded XT first.  pycuda loads the module into the primary context
@@ -24,6 +29,8 @@ from pathlib import Path
 
 KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
 FATBIN = "sparsetrt_kernels.fatbin"
+SM90A_CUBIN = "sparsetrt_kernels_sm90a.cubin"
+FAMILIES = ("mma_sp", "wgmma_sp")
 ACTIVATIONS = {"none": 0, "relu": 1, "gelu": 2}
 DTYPES = {"float16": "f16", "bfloat16": "bf16"}
 THREADS = 128
@@ -46,6 +53,55 @@ class LaunchPlan:
     cta_rows: int
     gemm_ctas: int
     fill_ctas: int
+    family: str = "mma_sp"
+
+
+# ---- the Hopper family: mirrors of Sm90Shape<BM> in cuda/tile_sparse_gemm_sm90.cuh ----------------------
+SM90_THREADS = 384          # 1 producer + 2 consumer warpgroups
+SM90_TOKENS = 256           # tokens per CTA
+SM90_KEPT_PER_STAGE = 64    # 2 wgmma k32 steps
+SM90_MAX_SMEM = 227 * 1024
+
+
+def sm90_cta_rows_for(tile_rows: int) -> int:
+    """CTA height of the wgmma kernel: 128 or 64 (one wgmma is 64 rows); ValueError otherwise."""
+    for bm in (128, 64):
+        if tile_rows % bm == 0:
+            return bm
+    raise ValueError(f"tile_rows={tile_rows}: the wgmma kernel needs a multiple of 64")
+
+
+def sm90_shared_bytes(cta_rows: int) -> int:
+    stage = -(-(SM90_KEPT_PER_STAGE * SM90_TOKENS * 2 + 2 * cta_rows * 32 + 2 * cta_rows * 4) // 1024) * 1024
+    stages = min(6, (SM90_MAX_SMEM - 2048) // stage)
+    out_tile = SM90_TOKENS * (cta_rows + 8) * 2
+    return max(stages * stage, out_tile) + 2 * stages * 8 + 1024
+
+
+def sm90_kernel_name(dtype: str, cta_rows: int, activation: str) -> str:
+    return kernel_name(dtype, cta_rows, activation).replace("tsgemm_", "tsgemm90_", 1)
+
+
+def wgmma_applies(tile_rows: int, ldx: int, xt_ptr: int = 0) -> bool:
+    """The wgmma kernel's own rules beyond check_problem: 64-row multiples, 16-byte aligned rows of XT."""
+    return tile_rows % 64 == 0 and ldx % 8 == 0 and xt_ptr % 16 == 0
+
+
+def choose_family(tile_rows: int, ldx: int, xt_ptr: int = 0, capability: tuple[int, int] | None = None) -> str:
+    """'wgmma_sp' on compute capability 9.0 when it applies and its cubin is there, else 'mma_sp'.
+    SPARSETRT_KERNEL=mma_sp|wgmma_sp overrides (a forced wgmma_sp that cannot run raises ValueError)."""
+    forced = os.environ.get("SPARSETRT_KERNEL", "")
+    if forced and forced not in FAMILIES:
+        raise ValueError(f"SPARSETRT_KERNEL='{forced}': expected one of {FAMILIES}")
+    if forced == "mma_sp":
+        return "mma_sp"
+    ok = wgmma_applies(tile_rows, ldx, xt_ptr)
+    if forced == "wgmma_sp":
+        if not ok:
+            raise ValueError(f"SPARSETRT_KERNEL=wgmma_sp: tile_rows={tile_rows} (needs a multiple of 64), ldx={ldx} "
+                             f"(needs a multiple of 8) or an XT pointer that is not 16-byte aligned")
+        return "wgmma_sp"
+    return "wgmma_sp" if ok and capability == (9, 0) and (KERNEL_DIR / SM90A_CUBIN).is_file() else "mma_sp"
 
 
 def cta_rows_for(tile_rows: int) -> int:
@@ -92,8 +148,13 @@ def kernel_name(dtype: str, cta_rows: int, activation: str) -> str:
     return f"tsgemm_{DTYPES[dtype]}_bm{cta_rows}_{activation}"
 
 
-def plan(M: int, K: int, N: int, tile_rows: int, num_tiles: int, dtype: str, activation: str = "none") -> LaunchPlan:
+def plan(M: int, K: int, N: int, tile_rows: int, num_tiles: int, dtype: str, activation: str = "none",
+         family: str = "mma_sp") -> LaunchPlan:
     check_problem(M, K, N, tile_rows, num_tiles, dtype)
+    if family == "wgmma_sp":
+        return _plan_sm90(M, N, tile_rows, num_tiles, dtype, activation)
+    if family != "mma_sp":
+        raise ValueError(f"kernel family '{family}': expected one of {FAMILIES}")
     bm = cta_rows_for(tile_rows)
     m_tiles = -(-M // tokens_per_cta(bm))
     gemm = num_tiles * (tile_rows // bm) * m_tiles
@@ -101,6 +162,15 @@ def plan(M: int, K: int, N: int, tile_rows: int, num_tiles: int, dtype: str, act
     fill = m_tiles * -(-pruned // FILL_ROWS_PER_CTA)
     return LaunchPlan(kernel_name(dtype, bm, activation), (gemm + fill, 1, 1), (THREADS, 1, 1), shared_bytes(bm),
                       bm, gemm, fill)
+
+
+def _plan_sm90(M: int, N: int, tile_rows: int, num_tiles: int, dtype: str, activation: str) -> LaunchPlan:
+    bm = sm90_cta_rows_for(tile_rows)
+    m_tiles = -(-M // SM90_TOKENS)
+    gemm = num_tiles * (tile_rows // bm) * m_tiles
+    fill = m_tiles * -(-(N - num_tiles * tile_rows) // FILL_ROWS_PER_CTA)
+    return LaunchPlan(sm90_kernel_name(dtype, bm, activation), (gemm + fill, 1, 1), (SM90_THREADS, 1, 1),
+                      sm90_shared_bytes(bm), bm, gemm, fill, "wgmma_sp")
 
 
 def ptx_path(arch: str = "sm_90") -> Path:
@@ -136,6 +206,8 @@ class _Runtime:
             except cuda.Error:   # e.g. a driver too old for the shipped PTX: compile for this GPU now
                 major, minor = torch.cuda.get_device_capability(device_index)
                 self.module = cuda.module_from_file(str(compile_for(f"{major}{minor}")))
+            self.capability = torch.cuda.get_device_capability(device_index)
+            self.module90 = _load_sm90a(cuda) if self.capability == (9, 0) else None
             self.stream = cuda.Stream()
         finally:
             self.context.pop()
@@ -145,7 +217,9 @@ class _Runtime:
     def function(self, name: str, shared: int, arg_format: str = "PPPPPPPPiiiiiii"):
         fn = self.functions.get(name)
         if fn is None:
-            fn = self.module.get_function(name)
+            if name.startswith("tsgemm90_") and self.module90 is None:
+                raise KernelUnavailable(f"{name}: the sm_90a cubin is not loaded (GPU sm_{''.join(map(str, self.capability))})")
+            fn = (self.module90 if name.startswith("tsgemm90_") else self.module).get_function(name)
             fn.prepare(arg_format)
             if shared > DEFAULT_SHARED_LIMIT:
                 fn.set_attribute(self.cuda.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, shared)
@@ -176,17 +250,26 @@ def _module_file(device_index: int) -> Path:
     return prebuilt if prebuilt.is_file() else compile_for(f"{major}{minor}")
 
 
-def compile_for(arch: str) -> Path:
+def _load_sm90a(cuda):
+    """The Hopper module: the prebuilt sm_90a cubin, else one compiled now; None when neither is possible."""
+    path = KERNEL_DIR / SM90A_CUBIN
+    try:
+        return cuda.module_from_file(str(path if path.is_file() else compile_for("90a", "kernels_sm90.cu")))
+    except (KernelUnavailable, cuda.Error):
+        return None
+
+
+def compile_for(arch: str, source_name: str = "kernels.cu") -> Path:
     """Compile-at-first-use fallback: cubin for sm_<arch> into ~/.cache/sparsetrt (needs nvcc)."""
-    source = KERNEL_DIR / "kernels.cu"
+    source = KERNEL_DIR / source_name
     if not source.is_file():
-        source = Path(__file__).resolve().parents[1] / "cuda" / "kernels.cu"
+        source = Path(__file__).resolve().parents[1] / "cuda" / source_name
     nvcc = shutil.which("nvcc")
     if nvcc is None or not source.is_file():
         raise KernelUnavailable(f"no prebuilt kernel for sm_{arch} and no nvcc/sources to compile one")
     cache = Path(os.environ.get("SPARSETRT_CACHE", Path.home() / ".cache" / "sparsetrt"))
     cache.mkdir(parents=True, exist_ok=True)
-    out = cache / f"sparsetrt_kernels_sm{arch}.cubin"
+    out = cache / f"{source.stem}_sm{arch}.cubin"
     if not out.is_file() or out.stat().st_mtime < source.stat().st_mtime:
         cmd = [nvcc, "-std=c++17", "-O3", "--use_fast_math", f"-gencode=arch=compute_{arch},code=sm_{arch}",
                "-cubin", str(source), "-o", str(out)]
@@ -197,20 +280,25 @@ def compile_for(arch: str) -> Path:
 
 
 LAUNCH_COUNT = 0   # incremented per kernel launch; tests use it to prove the kernel path ran
+LAUNCHES_BY_FAMILY = {family: 0 for family in FAMILIES}   # the same, per kernel family
 
 
 def enqueue(*, xt_ptr: int, ldx: int, values_ptr: int, meta_ptr: int, k_index_ptr: int, k_offsets_ptr: int,
             row_index_ptr: int, bias_ptr: int, y_ptr: int, M: int, K: int, N: int, tile_rows: int, num_tiles: int,
-            dtype: str, activation: str, stream: int | None, device_index: int = 0) -> LaunchPlan:
+            dtype: str, activation: str, stream: int | None, device_index: int = 0,
+            family: str | None = None) -> LaunchPlan:
     """Launch Y[M, N] = act(XT^T · W^T + b) on `stream` (a raw cudaStream_t handle; None = torch's current).
 
-    bias_ptr = 0 means no bias.  Returns the plan it launched (empty grids launch nothing)."""
-    p = plan(M, K, N, tile_rows, num_tiles, dtype, activation)
+    bias_ptr = 0 means no bias; family None = `choose_family` for this GPU.  Returns the plan it launched
+    (empty grids launch nothing)."""
     if ldx < M:
         raise ValueError(f"ldx={ldx} must be >= M={M} (XT is [K, ldx])")
+    check_problem(M, K, N, tile_rows, num_tiles, dtype)
     if M == 0:
-        return p
+        return plan(M, K, N, tile_rows, num_tiles, dtype, activation)
     rt = runtime(device_index)
+    p = plan(M, K, N, tile_rows, num_tiles, dtype, activation,
+             family or choose_family(tile_rows, ldx, xt_ptr, rt.capability))
     with _on_side_stream(rt, device_index, stream):
         _launch_gemm(rt, p, xt_ptr, ldx, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr, row_index_ptr, bias_ptr,
                      y_ptr, M, K, N, tile_rows, num_tiles)
@@ -245,6 +333,7 @@ def _launch_gemm(rt: _Runtime, p: LaunchPlan, xt_ptr, ldx, values_ptr, meta_ptr,
                            row_index_ptr, bias_ptr if bias_ptr else values_ptr, y_ptr, M, ldx, K, N, num_tiles,
                            tile_rows, 1 if bias_ptr else 0, shared_size=p.shared_bytes)
     LAUNCH_COUNT += 1
+    LAUNCHES_BY_FAMILY[p.family] += 1
 
 
 def _launch_transpose(rt: _Runtime, x_ptr: int, xt_ptr: int, m: int, k: int, ldx: int) -> None:
@@ -309,15 +398,23 @@ def tile_sparse_linear(x, values, meta, k_index, k_offsets, row_index, bias, out
         values = values.contiguous()
         b = None if bias is None else bias.contiguous() if bias.dtype == x.dtype else bias.to(x.dtype).contiguous()
         device_index = x.device.index or 0
-        p = plan(m, k, out_features, tile_rows, k_offsets.numel() - 1, str(x.dtype).removeprefix("torch."), activation)
         rt = runtime(device_index)
+        if xt is None:
+            x2d = x2d.contiguous()
+            xt = torch.empty(k, -(-m // 8) * 8, dtype=x.dtype, device=x.device)
+            transpose_into = xt
+        else:
+            transpose_into = None
+        if xt.shape[1] < m or xt.stride(1) != 1 or tuple(xt.shape[:1]) != (k,):
+            raise ValueError(f"xt must be a row-major [K={k}, >= {m}] feature-major copy of x, got shape "
+                             f"{tuple(xt.shape)} strides {xt.stride()}")
+        family = choose_family(tile_rows, xt.stride(0), xt.data_ptr(), rt.capability)
+        p = plan(m, k, out_features, tile_rows, k_offsets.numel() - 1, str(x.dtype).removeprefix("torch."), activation,
+                 family)
         with _on_side_stream(rt, device_index, None):   # one fork/join for the transpose and the GEMM
-            if xt is None:
-                x2d = x2d.contiguous()
-                ldx = -(-m // 8) * 8
-                xt = torch.empty(k, ldx, dtype=x.dtype, device=x.device)
-                _launch_transpose(rt, x2d.data_ptr(), xt.data_ptr(), m, k, ldx)
-            _launch_gemm(rt, p, xt.data_ptr(), xt.shape[1], values.data_ptr(), ints[0].data_ptr(), ints[1].data_ptr(),
+            if transpose_into is not None:
+                _launch_transpose(rt, x2d.data_ptr(), xt.data_ptr(), m, k, xt.shape[1])
+            _launch_gemm(rt, p, xt.data_ptr(), xt.stride(0), values.data_ptr(), ints[0].data_ptr(), ints[1].data_ptr(),
                          ints[2].data_ptr(), ints[3].data_ptr(), b.data_ptr() if b is not None else 0, y.data_ptr(),
                          m, k, out_features, tile_rows, k_offsets.numel() - 1)
     return y.reshape(*x.shape[:-1], out_features)

@@ -1,0 +1,28 @@
+// extern "C" entry points of the Hopper (sm_90a) tile-sparse GEMM: one per (dtype, CTA rows BM, activation).
+// Same parameters, in the same order, as the mma.sp kernels in kernels.cu, so one launch signature serves both.
+// Built for sm_90a only (wgmma and setmaxnreg); trt_plugins/launch.py picks these on compute capability 9.0.
+#include "tile_sparse_gemm_sm90.cuh"
+
+using namespace sparsetrt;
+
+#define SPARSETRT_GEMM90(NAME, T, BM, ACT)                                                                \
+  extern "C" __global__ void __launch_bounds__(sm90::Sm90Shape<BM>::kThreads, 1)                          \
+      NAME(const T* xt, const T* values, const uint32_t* meta, const int* k_index, const int* k_offsets, \
+           const int* row_index, const T* bias, T* y, int M, int ldx, int K, int N, int num_tiles,        \
+           int tile_rows, int has_bias) {                                                                 \
+    const Problem<T> p{xt, values, meta, k_index, k_offsets, row_index, bias, y,                          \
+                       M,  ldx,    K,    N,       num_tiles, tile_rows, has_bias};                        \
+    sm90::tile_sparse_gemm_sm90<T, BM, ACT>(p);                                                           \
+  }
+
+#define SPARSETRT_GEMM90_ACTS(DT, T, BM)                         \
+  SPARSETRT_GEMM90(tsgemm90_##DT##_bm##BM##_none, T, BM, kNone) \
+  SPARSETRT_GEMM90(tsgemm90_##DT##_bm##BM##_relu, T, BM, kRelu) \
+  SPARSETRT_GEMM90(tsgemm90_##DT##_bm##BM##_gelu, T, BM, kGelu)
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || !defined(__CUDA_ARCH__)
+SPARSETRT_GEMM90_ACTS(f16, __half, 64)
+SPARSETRT_GEMM90_ACTS(f16, __half, 128)
+SPARSETRT_GEMM90_ACTS(bf16, __nv_bfloat16, 64)
+SPARSETRT_GEMM90_ACTS(bf16, __nv_bfloat16, 128)
+#endif

@@ -142,13 +142,13 @@ struct Problem {
 // ---------------------------------------------------------------------------------------------------
 // Pruned output features: Y[m, row] = act(bias[row]) (act(0) without bias) for rows past the tiles.
 // ---------------------------------------------------------------------------------------------------
-// kTokens / kThreads: the token tile and block size of the GEMM kernel whose grid these CTAs extend.
-template <typename T, int kTokens, int kThreads, int ACT>
-__device__ void fill_pruned(const Problem<T>& p, int fill_cta, int m_tiles) {
+// kTokens: the token tile of the GEMM kernel whose work this extends; threads tid of nthreads share the work.
+template <typename T, int kTokens, int ACT>
+__device__ void fill_pruned(const Problem<T>& p, int fill_cta, int m_tiles, int tid, int nthreads) {
   const int covered = p.num_tiles * p.tile_rows;
   const int m0 = (fill_cta % m_tiles) * kTokens;
   const int r0 = (fill_cta / m_tiles) * 64;
-  for (int i = threadIdx.x; i < 64 * kTokens; i += kThreads) {
+  for (int i = tid; i < 64 * kTokens; i += nthreads) {
     const int r = r0 + i % 64, m = m0 + i / 64;
     if (covered + r < p.N && m < p.M) {
       const int row = p.row_index[covered + r];
@@ -351,7 +351,7 @@ __device__ void tile_sparse_gemm(const Problem<T>& p) {
   const int sub_tiles = p.tile_rows / BM;
   const int gemm_ctas = p.num_tiles * sub_tiles * m_tiles;
   if ((int)blockIdx.x >= gemm_ctas) {
-    fill_pruned<T, Shape::kTokens, Shape::kThreads, ACT>(p, blockIdx.x - gemm_ctas, m_tiles);
+    fill_pruned<T, Shape::kTokens, ACT>(p, blockIdx.x - gemm_ctas, m_tiles, threadIdx.x, Shape::kThreads);
     return;
   }
   // Tile-fastest order: the CTAs running together share one token slice of XT and stream the

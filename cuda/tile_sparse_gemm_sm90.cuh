@@ -5,13 +5,16 @@
 // Layers (CUTLASS-style, outermost last):
 //   ptx helpers       mbarrier, wgmma fence/commit/wait, smem descriptors, setmaxnreg, stmatrix
 //   Sm90Shape<BM>     the CTA tile: BM weight rows x 256 tokens, 64 kept columns (2 wgmma k32 steps) per stage
-//   producer          warpgroup 0: cp.async of A (compressed values), E (metadata) and B (a gather of kept rows
+//   WorkItem          persistent schedule: CTA b takes items b, b + grid, ...; an item is one (token slice, tile,
+//                     row block) in the mma.sp kernel's tile-fastest order, or a block of pruned output rows
+//   producers         warpgroup 0 (BM = 128) or 0, 1 (BM = 64; one per k32 step of a stage): cp.async of A (compressed values), E (metadata) and B (a gather of kept rows
 //                     of XT, one 512-byte run of tokens per kept index) into a stage; completion arrives on the
-//                     stage's `full` mbarrier (cp.async.mbarrier.arrive.noinc)
-//   consumers         warpgroups 1, 2: wait `full`, wgmma.sp from shared memory into fp32 registers, release the
+//                     stage's `full` mbarrier (cp.async.mbarrier.arrive.noinc).  It runs ahead across items, so
+//                     the next item's loads overlap this item's epilogue; kept indices are loaded 4 stages ahead.
+//   consumers         the last two warpgroups: wait `full`, wgmma.sp from shared memory into fp32 registers, release the
 //                     stage on `empty` once the wgmmas reading it retired
-//   epilogue          bias + activation, stmatrix.trans into a [tokens][rows] shared tile, 16-byte stores (or the
-//                     row_index scatter), as in the mma.sp kernel
+//   epilogue          bias + activation, stmatrix.trans into a [64 tokens][rows] shared tile of its own (so the
+//                     pipeline keeps flowing), 16-byte stores (or the row_index scatter), four rounds per item
 //
 // Shared-memory layouts of one stage (all offsets from a 1024-byte aligned stage base):
 //   B [0, 32 KB):  MN-major, 128-byte swizzle: 4 column blocks of 64 tokens x 64 kept rows x 128 B; kept row k,
@@ -70,16 +73,6 @@ template <int kRegs>
 __device__ __forceinline__ void setmaxnreg_dec() {
   asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
 }
-__device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
-// AND of `v` over the 256 consumer threads (named barrier 1; the producer warpgroup may have exited).
-__device__ __forceinline__ bool consumers_and(bool v) {
-  uint32_t r;
-  asm volatile("{\n.reg .pred p, q;\nsetp.ne.u32 p, %1, 0;\nbar.red.and.pred q, 1, 256, p;\nselp.u32 %0, 1, 0, q;\n}\n"
-               : "=r"(r)
-               : "r"((uint32_t)v)
-               : "memory");
-  return r != 0;
-}
 
 // Shared-memory matrix descriptor (PTX "matrix descriptor"): address, LBO and SBO in 16-byte units.
 enum Swizzle : uint64_t { kSwizzle128 = 1, kSwizzle32 = 3 };
@@ -106,95 +99,146 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// CTA tile: 3 warpgroups (1 producer, 2 consumers), BM rows x 256 tokens, 64 kept columns per stage.
-//   BM = 128: consumer c multiplies rows 64c..64c+63 by all 256 tokens (m64n256k32)
-//   BM = 64:  both consumers multiply the 64 rows, consumer c by tokens 128c..128c+127 (m64n128k32)
+// CTA tile: 1 (BM = 128) or 2 (BM = 64) producer + 2 consumer warpgroups, BM rows x 256 tokens, 64 kept
+// columns per stage.
+//   BM = 128: consumer c multiplies rows 64c..64c+63 by all 256 tokens (m64n256k32); both share the epilogue
+//   BM = 64:  both consumers multiply the 64 rows, consumer c by tokens 128c..128c+127 (m64n128k32); each has
+//             an epilogue tile of its own
 // ---------------------------------------------------------------------------------------------------
 constexpr int kMaxDynamicSmem = 227 * 1024;   // sm_90 per-block opt-in limit
+// Producer warpgroups: with 2, warpgroup p loads k32 step p of every stage (twice the gather issue width of
+// one).  Two only for BM = 64: 512 threads cap ptxas at 128 registers, too few for the m64n256 accumulators
+// of BM = 128 (setmaxnreg moves registers at run time, not the compile-time cap).  tools/ablate_sm90.py
+// builds both counts for BM = 64 to compare.
+#ifndef SPARSETRT_SM90_PRODUCERS_BM64
+#define SPARSETRT_SM90_PRODUCERS_BM64 2
+#endif
 
 template <int BM>
 struct Sm90Shape {
   static_assert(BM == 64 || BM == 128, "the wgmma kernel runs CTAs of 64 or 128 rows");
-  static constexpr int kThreads = 384;
+  static constexpr int kProducers = BM == 128 ? 1 : SPARSETRT_SM90_PRODUCERS_BM64;
+  static_assert(kProducers == 1 || kProducers == 2, "one or two producer warpgroups");
+  static constexpr int kThreads = 128 * (kProducers + 2);
   static constexpr int kTokens = 256;
   static constexpr int kWgTokens = BM == 128 ? 256 : 128;   // N of each consumer's wgmma
   static constexpr int kAccRegs = kWgTokens / 2;
   static constexpr int kKept = 64;                          // kept columns per stage
+  static constexpr int kIdxAhead = 4;                       // stages of kept indices in flight per producer lane
   static constexpr int kBBytes = kKept * kTokens * 2;
   static constexpr int kAStepBytes = BM * 32;               // one k32 step of compressed values
   static constexpr int kEStepBytes = BM * 4;                // one k32 step of metadata words
   static constexpr int kABytes = 2 * kAStepBytes;
   static constexpr int kEBytes = 2 * kEStepBytes;
   static constexpr int kStageBytes = (kBBytes + kABytes + kEBytes + 1023) / 1024 * 1024;
-  static constexpr int kOutPitch = BM + 8;                  // halves per token row: 16-byte rows, no bank conflicts
-  static constexpr int kOutBytes = kTokens * kOutPitch * 2;
-  static constexpr int kFitStages = (kMaxDynamicSmem - 2048) / kStageBytes;
+  // Epilogue: 64 tokens per round; [token][row] with rows padded by 8 halves (16-byte rows, conflict-free stmatrix)
+  static constexpr int kGroupRows = BM;                     // rows of one epilogue group (consumers sharing tokens)
+  static constexpr int kGroups = BM == 128 ? 1 : 2;
+  static constexpr int kOutPitch = kGroupRows + 8;
+  static constexpr int kOutGroupBytes = 64 * kOutPitch * 2;
+  static constexpr int kOutBytes = kGroups * kOutGroupBytes;
+  static constexpr int kFitStages = (kMaxDynamicSmem - 2048 - kOutBytes) / kStageBytes;
   static constexpr int kStages = kFitStages > 6 ? 6 : kFitStages;
-  static constexpr int kPipeBytes = kStages * kStageBytes;
-  static constexpr int kBarrierOffset = kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes;
+  static constexpr int kOutOffset = kStages * kStageBytes;
+  static constexpr int kBarrierOffset = kOutOffset + kOutBytes;
   static constexpr int kSmemBytes = kBarrierOffset + 2 * kStages * 8 + 1024;   // + slack to align the base
   static_assert(kSmemBytes <= kMaxDynamicSmem, "shared memory over the sm_90 limit");
 };
 
+// One unit of the persistent schedule.
+struct WorkItem {
+  int tile, row_block, m0;   // GEMM items
+  int fill;                  // >= 0: index of a pruned-rows item (64 rows x 256 tokens of act(bias)), else -1
+};
+
+template <int BM>
+struct Schedule {
+  int m_tiles, sub_tiles, gemm_items, total;
+  template <typename T>
+  __device__ explicit Schedule(const Problem<T>& p) {
+    m_tiles = (p.M + Sm90Shape<BM>::kTokens - 1) / Sm90Shape<BM>::kTokens;
+    sub_tiles = p.tile_rows / BM;
+    gemm_items = p.num_tiles * sub_tiles * m_tiles;
+    const int pruned = p.N - p.num_tiles * p.tile_rows;
+    total = gemm_items + m_tiles * ((pruned + 63) / 64);
+  }
+  // Tile-fastest, as in the mma.sp kernel: the CTAs running together share one token slice of XT and stream
+  // the compressed weights; within a token slice tiles run in file order (TW/TVW: longest first).
+  __device__ WorkItem item(int w, int num_tiles) const {
+    if (w >= gemm_items) return {0, 0, 0, w - gemm_items};
+    const int lin = w % (num_tiles * sub_tiles);
+    return {lin / sub_tiles, lin % sub_tiles, (w / (num_tiles * sub_tiles)) * Sm90Shape<BM>::kTokens, -1};
+  }
+};
+
 // ---------------------------------------------------------------------------------------------------
 // Producer warpgroup: per stage, A (4 or 2 chunks per thread), E (first BM/2 threads), B (16 rows per warp).
-// ---------------------------------------------------------------------------------------------------
+// `it` counts stages across the CTA's items (stage buffer it % kStages, phase (it / kStages) & 1).
 // kAblate (timing experiments only, tools/ablate_sm90.py; the shipped kernels use 0): 1 = no B gather,
 // 2 = no wgmma.  Leaving one side out and timing the rest shows which side bounds the kernel.
-template <typename T, int BM, int kAblate = 0>
-__device__ __forceinline__ void produce(const Problem<T>& p, int row_block, int m0, uint32_t base,
-                                        uint32_t full_bar, uint32_t empty_bar, int k_begin, int kept) {
+// ---------------------------------------------------------------------------------------------------
+template <typename T, int BM, int kAblate>
+__device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem& wi, uint32_t base, uint32_t full_bar,
+                                             uint32_t empty_bar, int& it) {
   using S = Sm90Shape<BM>;
-  const int t = threadIdx.x, warp = t / 32, lane = t % 32;
+  const int pw = threadIdx.x / 128, t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
+  const int k_begin = p.k_offsets[wi.tile], kept = p.k_offsets[wi.tile + 1] - k_begin;
   const int ksteps = kept / 32, stages = (ksteps + 1) / 2;
-  // A: chunk c = t + 128 i -> row c / 4, step (c / 2) & 1, half c & 1: 4 threads read a row's 64 bytes.
-  constexpr int kAChunks = 2 * BM * 2 / 128;
-  const T* a_rows = p.values + (size_t)p.tile_rows * k_begin / 2 + (size_t)row_block * BM * (kept / 2);
+  // A: one producer: chunk c = t + 128 i -> row c / 4, step (c / 2) & 1, half c & 1 (4 threads read a row's
+  // 64 bytes); two: producer pw loads step pw, chunk c -> row c / 2, half c & 1.
+  constexpr int kAChunks = (S::kProducers == 1 ? 2 : 1) * BM * 2 / 128;
+  const T* a_rows = p.values + (size_t)p.tile_rows * k_begin / 2 + (size_t)wi.row_block * BM * (kept / 2);
   const T* a_src[kAChunks];
   uint32_t a_dst[kAChunks];
   int a_step[kAChunks];
 #pragma unroll
   for (int i = 0; i < kAChunks; ++i) {
-    const int c = t + 128 * i, row = c / 4, kk = (c / 2) & 1, h = c & 1;
+    const int c = t + 128 * i, row = S::kProducers == 1 ? c / 4 : c / 2, h = c & 1;
+    const int kk = S::kProducers == 1 ? (c / 2) & 1 : pw;
     a_step[i] = kk;
     a_src[i] = a_rows + (size_t)row * (kept / 2) + kk * 16 + h * 8;
     a_dst[i] = S::kBBytes + kk * S::kAStepBytes + row * 32 + ((h ^ ((row >> 2) & 1)) * 16);
   }
-  // E: thread t < BM/2 copies 16 bytes: step t / (BM/4), words 4 (t % (BM/4)) of the CTA's BM words.
-  const bool e_on = t < BM / 2;
-  const int e_kk = (t / (BM / 4)) & 1;
-  const uint32_t* e_src = p.meta + (size_t)p.tile_rows * k_begin / 32 + (size_t)e_kk * p.tile_rows + row_block * BM +
-                          (t % (BM / 4)) * 4;
+  // E: thread t < BM/2 (BM/4 with two producers) copies 16 bytes: step t / (BM/4) (pw), words 4 (t % (BM/4)).
+  const bool e_on = t < (S::kProducers == 1 ? BM / 2 : BM / 4);
+  const int e_kk = S::kProducers == 1 ? (t / (BM / 4)) & 1 : pw;
+  const uint32_t* e_src = p.meta + (size_t)p.tile_rows * k_begin / 32 + (size_t)e_kk * p.tile_rows +
+                          wi.row_block * BM + (t % (BM / 4)) * 4;
   const uint32_t e_dst = S::kBBytes + S::kABytes + e_kk * S::kEStepBytes + (t % (BM / 4)) * 16;
   // B: lane = 16-byte chunk (8 tokens) of the CTA's 256 tokens; warp w gathers kept rows w + 4j, j < 16.
-  const int tok = m0 + lane * 8;
+  const int tok = wi.m0 + lane * 8;
   const bool b_on = tok < p.M;   // ldx % 8 == 0, so a chunk starting below M ends within the row
   const T* b_src = p.xt + (b_on ? tok : 0);
   // Kept row warp + 4j of a stage: row & 7 = warp + 4 (j & 1), so two swizzled chunk offsets cover all j.
   const uint32_t b_dst = (lane / 8) * 8192 + warp * 128;
   const uint32_t b_swz[2] = {(uint32_t)(((lane & 7) ^ warp) * 16), (uint32_t)(((lane & 7) ^ (warp + 4)) * 16)};
   const int* kidx = p.k_index + k_begin;
-  // Lane l < 16 holds the index of kept row warp + 4l of a stage; row j's index is shuffled from lane j.
+  // Lane l < 16 holds the index of kept row warp + 4l of a stage; row j's index is shuffled from lane j.  The
+  // ring holds the next kIdxAhead stages, so an index load has that many stages of time to land.
   auto stage_indices = [&](int s) {
     const int r = s * S::kKept + warp + 4 * (lane & 15);
     return (s < stages && r < kept) ? __ldg(kidx + r) : 0;
   };
-  int idx_next = stage_indices(0);
-  for (int s = 0; s < stages; ++s) {
-    const int st = s % S::kStages;
-    const int nk = ksteps - 2 * s >= 2 ? 2 : 1;
-    const int idx_now = idx_next;
-    idx_next = stage_indices(s + 1);   // one stage ahead: the index load latency hides behind this stage
-    if (s >= S::kStages) mbar_wait(empty_bar + 8 * st, ((s / S::kStages) - 1) & 1);
+  int ring[S::kIdxAhead];
+#pragma unroll
+  for (int d = 0; d < S::kIdxAhead; ++d) ring[d] = stage_indices(d);
+  for (int s = 0; s < stages; ++s, ++it) {
+    const int st = it % S::kStages;
+    const int idx_now = ring[0];
+#pragma unroll
+    for (int d = 0; d + 1 < S::kIdxAhead; ++d) ring[d] = ring[d + 1];
+    ring[S::kIdxAhead - 1] = stage_indices(s + S::kIdxAhead);
+    if (it >= S::kStages) mbar_wait(empty_bar + 8 * st, ((it / S::kStages) - 1) & 1);
     const uint32_t sb = base + st * S::kStageBytes;
     // An odd last stage has one k32 step: its second step gets zero values and zero activations (and a copy
     // of the first step's valid metadata), so consumers always issue two wgmmas and never branch between them.
-    const bool second = nk == 2;
+    const bool second = ksteps - 2 * s >= 2;
 #pragma unroll
     for (int i = 0; i < kAChunks; ++i) cp_async_16_u32(sb + a_dst[i], a_src[i] + s * 32, a_step[i] == 0 || second);
     if (e_on) cp_async_16_u32(sb + e_dst, e_src + (size_t)s * 2 * p.tile_rows - (second ? 0 : e_kk * p.tile_rows), true);
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
+    for (int jj = 0; jj < 16 / S::kProducers; ++jj) {
+      const int j = S::kProducers == 1 ? jj : 8 * pw + jj;   // two producers: pw gathers the rows of step pw
       const int idx = __shfl_sync(0xffffffffu, idx_now, j);
       const bool on = b_on && (j < 8 || second);   // rows warp + 4j >= 32 belong to the second step
       if (kAblate != 1)
@@ -202,33 +246,51 @@ __device__ __forceinline__ void produce(const Problem<T>& p, int row_block, int 
     }
     cp_async_arrive_noinc(full_bar + 8 * st);
   }
-  cp_async_wait_all();
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Consumer warpgroup c (0, 1): the wgmma main loop, then the epilogue (shared with the other consumer).
+// Consumer warpgroup c (0, 1): one item's wgmma main loop, then its epilogue.
 // ---------------------------------------------------------------------------------------------------
-template <typename T, int BM, int ACT, int kAblate = 0>
-__device__ __forceinline__ void consume(const Problem<T>& p, int tile, int row_block, int m0, uint8_t* smem,
-                                        uint32_t full_bar, uint32_t empty_bar, int kept) {
+// Named barrier of an epilogue group: both consumers for BM = 128 (id 1), consumer c alone for BM = 64 (id 2 + c).
+template <int BM>
+__device__ __forceinline__ void group_sync(int c) {
+  if (BM == 128)
+    asm volatile("bar.sync 1, 256;\n" ::: "memory");
+  else
+    asm volatile("bar.sync %0, 128;\n" ::"r"(2 + c) : "memory");
+}
+
+template <typename T, int BM, int ACT, int kAblate>
+__device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem& wi, uint32_t base, uint8_t* smem,
+                                             uint32_t full_bar, uint32_t empty_bar, int& it) {
   using S = Sm90Shape<BM>;
-  const uint32_t base = smem_u32(smem);
   constexpr int kN = S::kWgTokens;
-  const int c = threadIdx.x / 128 - 1, t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
-  const int ksteps = kept / 32, stages = (ksteps + 1) / 2;
+  const int c = threadIdx.x / 128 - S::kProducers, t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
+  const int kept = p.k_offsets[wi.tile + 1] - p.k_offsets[wi.tile];
+  const int stages = (kept / 32 + 1) / 2;
   const int slab = BM == 128 ? 64 * c : 0;          // first CTA row of this consumer
   const int tok0 = BM == 128 ? 0 : kN * c;          // first CTA token of this consumer
   const uint32_t a_off = S::kBBytes + slab * 32;
   const uint32_t b_off = (tok0 / 64) * 8192;
   const uint32_t e_off = S::kBBytes + S::kABytes + ((slab / 16 + warp) * 16 + (lane >> 2) * 2 + (lane & 1)) * 4;
 
+  // Epilogue operands, loaded now so their latency hides behind the main loop.
+  const int* rows = p.row_index + wi.tile * p.tile_rows + wi.row_block * BM;
+  const int r_lo = slab + 16 * warp + (lane >> 2);
+  const float b_lo = p.has_bias ? to_float(p.bias[rows[r_lo]]) : 0.f;
+  const float b_hi = p.has_bias ? to_float(p.bias[rows[r_lo + 8]]) : 0.f;
+  const int row0 = rows[0];
+  bool contiguous = true;   // each warp checks all BM rows itself: no barrier needed
+#pragma unroll
+  for (int r = lane; r < BM; r += 32) contiguous &= (rows[r] == row0 + r);
+  contiguous = __all_sync(0xffffffffu, contiguous);
+
   float acc[S::kAccRegs];
 #pragma unroll
   for (int i = 0; i < S::kAccRegs; ++i) acc[i] = 0.f;
-
-  for (int s = 0; s < stages; ++s) {
-    const int st = s % S::kStages;
-    mbar_wait(full_bar + 8 * st, (s / S::kStages) & 1);
+  for (int s = 0; s < stages; ++s, ++it) {
+    const int st = it % S::kStages;
+    mbar_wait(full_bar + 8 * st, (it / S::kStages) & 1);
     fence_proxy_async();
     const uint32_t sb = base + st * S::kStageBytes;
     const uint32_t e0 = ld_shared_u32(sb + e_off), e1 = ld_shared_u32(sb + e_off + S::kEStepBytes);
@@ -243,86 +305,86 @@ __device__ __forceinline__ void consume(const Problem<T>& p, int tile, int row_b
     }
     wgmma_commit();
     wgmma_wait<1>();   // the previous stage's wgmmas retired: its buffer can be refilled
-    if (s > 0) mbar_arrive(empty_bar + 8 * ((s - 1) % S::kStages));
+    if (s > 0) mbar_arrive(empty_bar + 8 * ((it - 1) % S::kStages));
   }
   wgmma_wait<0>();
-  consumers_sync();    // both consumers are done reading the pipeline buffers the epilogue tile overlays
+  mbar_arrive(empty_bar + 8 * ((it - 1) % S::kStages));   // the item's last stage
 
-  // ---- epilogue: act(acc + bias) -> [tokens][rows] tile via stmatrix.trans -> token-major stores --------
-  const int* rows = p.row_index + tile * p.tile_rows + row_block * BM;
-  const int r_lo = slab + 16 * warp + (lane >> 2);
-  const float b_lo = p.has_bias ? to_float(p.bias[rows[r_lo]]) : 0.f;
-  const float b_hi = p.has_bias ? to_float(p.bias[rows[r_lo + 8]]) : 0.f;
-  // lane 8i + j addresses token j of the i-th 8x8 matrix: i & 1 = high rows (+8), i >> 1 = second token block.
-  const int mi = lane / 8, mj = lane % 8;
-  const uint32_t st_addr = base + ((tok0 + 8 * (mi >> 1) + mj) * S::kOutPitch + slab + 16 * warp + 8 * (mi & 1)) * 2;
-#pragma unroll
-  for (int jb = 0; jb < kN / 16; ++jb) {   // pairs of 8-token blocks
-    const float* a0 = acc + 8 * jb;        // block 2jb: acc[8jb .. 8jb+3], block 2jb+1: acc[8jb+4 .. 8jb+7]
-    stmatrix_x4_trans(st_addr + jb * 16 * S::kOutPitch * 2,
-                      pack2<T>(activate<ACT>(a0[0] + b_lo), activate<ACT>(a0[1] + b_lo)),
-                      pack2<T>(activate<ACT>(a0[2] + b_hi), activate<ACT>(a0[3] + b_hi)),
-                      pack2<T>(activate<ACT>(a0[4] + b_lo), activate<ACT>(a0[5] + b_lo)),
-                      pack2<T>(activate<ACT>(a0[6] + b_hi), activate<ACT>(a0[7] + b_hi)));
-  }
-  const int ct = threadIdx.x - 128;   // 0..255 over both consumers
-  bool contiguous = true;
-  for (int r = ct; r < BM; r += 256) contiguous &= (rows[r] == rows[0] + r);
-  contiguous = consumers_and(contiguous);   // also the barrier between the stmatrix writes and the reads below
-  const int row0 = rows[0];
-  const T* out_s = reinterpret_cast<const T*>(smem);
+  // ---- epilogue: act(acc + bias) -> [64 tokens][rows] tile via stmatrix.trans -> token-major stores ------
+  // Round r covers this consumer's tokens 64r..64r+63 (4 pairs of 8-token blocks).  For BM = 128 both consumers
+  // write their 64 rows of the same tokens; for BM = 64 each consumer has its own tile.
+  const uint32_t out_base = base + S::kOutOffset + (BM == 128 ? 0 : c * S::kOutGroupBytes);
+  const T* out_s = reinterpret_cast<const T*>(smem + S::kOutOffset + (BM == 128 ? 0 : c * S::kOutGroupBytes));
+  const int mi = lane / 8, mj = lane % 8;   // lane 8i + j addresses token j of the i-th 8x8 matrix
+  const uint32_t st_addr = out_base + ((8 * (mi >> 1) + mj) * S::kOutPitch + slab + 16 * warp + 8 * (mi & 1)) * 2;
+  const int gt = BM == 128 ? threadIdx.x - 128 * S::kProducers : t, gthreads = BM == 128 ? 256 : 128;
   const bool vec_out = contiguous && (row0 % 8 == 0) && (p.N % 8 == 0) && ((reinterpret_cast<uintptr_t>(p.y) & 15) == 0);
-  if (vec_out) {
-    constexpr int kChunks = BM / 8;
-    for (int i = ct; i < S::kTokens * kChunks; i += 256) {
-      const int n = i / kChunks, ch = i % kChunks, m = m0 + n;
-      if (m < p.M)
-        *reinterpret_cast<uint4*>(p.y + (size_t)m * p.N + row0 + ch * 8) =
-            *reinterpret_cast<const uint4*>(out_s + n * S::kOutPitch + ch * 8);
+#pragma unroll
+  for (int r = 0; r < kN / 64; ++r) {
+    group_sync<BM>(c);   // the previous round's (or item's) readers are done with the tile
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const float* a0 = acc + 8 * (4 * r + q);   // blocks 2jb, 2jb+1 of jb = 4r + q: acc[8jb .. 8jb+7]
+      stmatrix_x4_trans(st_addr + q * 16 * S::kOutPitch * 2,
+                        pack2<T>(activate<ACT>(a0[0] + b_lo), activate<ACT>(a0[1] + b_lo)),
+                        pack2<T>(activate<ACT>(a0[2] + b_hi), activate<ACT>(a0[3] + b_hi)),
+                        pack2<T>(activate<ACT>(a0[4] + b_lo), activate<ACT>(a0[5] + b_lo)),
+                        pack2<T>(activate<ACT>(a0[6] + b_hi), activate<ACT>(a0[7] + b_hi)));
     }
-  } else {   // TVW / restored permutations: scatter through row_index
-    for (int i = ct; i < S::kTokens * BM; i += 256) {
-      const int n = i / BM, r = i % BM, m = m0 + n;
-      if (m < p.M) p.y[(size_t)m * p.N + rows[r]] = out_s[n * S::kOutPitch + r];
+    group_sync<BM>(c);
+    const int m_base = wi.m0 + tok0 + 64 * r;
+    if (vec_out) {
+      constexpr int kChunks = BM / 8;
+      for (int i = gt; i < 64 * kChunks; i += gthreads) {
+        const int n = i / kChunks, ch = i % kChunks, m = m_base + n;
+        if (m < p.M)
+          *reinterpret_cast<uint4*>(p.y + (size_t)m * p.N + row0 + ch * 8) =
+              *reinterpret_cast<const uint4*>(out_s + n * S::kOutPitch + ch * 8);
+      }
+    } else {   // TVW / restored permutations: scatter through row_index
+      for (int i = gt; i < 64 * BM; i += gthreads) {
+        const int n = i / BM, rr = i % BM, m = m_base + n;
+        if (m < p.M) p.y[(size_t)m * p.N + rows[rr]] = out_s[n * S::kOutPitch + rr];
+      }
     }
   }
 }
 
 // ---------------------------------------------------------------------------------------------------
-// The kernel body: grid order and pruned-row CTAs as in the mma.sp kernel; 1 CTA (384 threads) per SM.
+// The kernel body: a persistent grid (at most one CTA per SM); the producer warpgroup streams the stages of
+// the CTA's GEMM items, the consumers multiply them and also write the pruned-rows items.
 // ---------------------------------------------------------------------------------------------------
 template <typename T, int BM, int ACT, int kAblate = 0>
 __device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p) {
   using S = Sm90Shape<BM>;
-  const int m_tiles = (p.M + S::kTokens - 1) / S::kTokens;
-  const int sub_tiles = p.tile_rows / BM;
-  const int gemm_ctas = p.num_tiles * sub_tiles * m_tiles;
-  if ((int)blockIdx.x >= gemm_ctas) {
-    fill_pruned<T, S::kTokens, S::kThreads, ACT>(p, blockIdx.x - gemm_ctas, m_tiles);
-    return;
-  }
-  const int m0 = (blockIdx.x / (p.num_tiles * sub_tiles)) * S::kTokens;   // tile-fastest, as in the mma.sp kernel
-  const int lin = blockIdx.x % (p.num_tiles * sub_tiles);
-  const int tile = lin / sub_tiles, row_block = lin % sub_tiles;
+  const Schedule<BM> sched(p);
   extern __shared__ __align__(1024) uint8_t smem90[];
   uint8_t* smem = smem90 + ((1024 - (smem_u32(smem90) & 1023)) & 1023);   // swizzle atoms need 1024-byte alignment
   const uint32_t base = smem_u32(smem);
   const uint32_t full_bar = base + S::kBarrierOffset, empty_bar = full_bar + 8 * S::kStages;
-  const int k_begin = p.k_offsets[tile], kept = p.k_offsets[tile + 1] - k_begin;
   if (threadIdx.x == 0) {
     for (int s = 0; s < S::kStages; ++s) {
-      mbar_init(full_bar + 8 * s, 128);    // one cp.async arrival per producer thread
+      mbar_init(full_bar + 8 * s, 128 * S::kProducers);   // one cp.async arrival per producer thread
       mbar_init(empty_bar + 8 * s, 256);   // one arrival per consumer thread
     }
     mbar_fence_init();
   }
   __syncthreads();
-  if (threadIdx.x < 128) {
-    setmaxnreg_dec<56>();
-    produce<T, BM, kAblate>(p, row_block, m0, base, full_bar, empty_bar, k_begin, kept);
+  int it = 0;   // stages produced / consumed so far by this CTA (the same sequence on both sides)
+  if (threadIdx.x < 128 * S::kProducers) {
+    setmaxnreg_dec<S::kProducers == 1 ? 56 : 40>();
+    for (int w = blockIdx.x; w < sched.gemm_items; w += gridDim.x)
+      produce_item<T, BM, kAblate>(p, sched.item(w, p.num_tiles), base, full_bar, empty_bar, it);
+    cp_async_wait_all();
   } else {
-    setmaxnreg_inc<224>();
-    consume<T, BM, ACT, kAblate>(p, tile, row_block, m0, smem, full_bar, empty_bar, kept);
+    setmaxnreg_inc<S::kProducers == 1 ? 224 : 216>();   // the register file: 128P x (56 | 40) + 256 x (224 | 216)
+    for (int w = blockIdx.x; w < sched.total; w += gridDim.x) {
+      const WorkItem wi = sched.item(w, p.num_tiles);
+      if (wi.fill >= 0)
+        fill_pruned<T, S::kTokens, ACT>(p, wi.fill, sched.m_tiles, threadIdx.x - 128 * S::kProducers, 256);
+      else
+        consume_item<T, BM, ACT, kAblate>(p, wi, base, smem, full_bar, empty_bar, it);
+    }
   }
 }
 

@@ -22,8 +22,11 @@ CASES = [
 REL_TOL = {torch.float16: 2e-3, torch.bfloat16: 1.2e-2}
 
 
-def make_format(pattern, sparsity, n, k, dtype, gen, *, permute_rows=False, free_order=False, bias=True):
+def make_format(pattern, sparsity, n, k, dtype, gen, *, permute_rows=False, free_order=False, bias=True, row_scale=None):
+    """row_scale: optional [n] factors on the rows of a random W (e.g. so TVW tiles keep different widths)."""
     w = torch.randn(n, k, generator=gen)
+    if row_scale is not None:
+        w = w * row_scale[:, None]
     lm = select_masks({"fc": w.abs()}, pattern, sparsity)["fc"]
     rows, cols = lm.rows, lm.cols
     if free_order:   # kept columns in a non-ascending 2:4 grouping, as input permutation produces

@@ -52,10 +52,10 @@ def test_sm90_shape_constants_match_the_launch_layer(tmp_path):
     cuda_dir = launch.Path(__file__).resolve().parents[1] / "cuda"
     src = tmp_path / "shape.cu"
     src.write_text('#include "tile_sparse_gemm_sm90.cuh"\n#include <cstdio>\nusing namespace sparsetrt::sm90;\n'
-                   'int main() { printf("%d %d %d %d\\n", Sm90Shape<64>::kSmemBytes, Sm90Shape<128>::kSmemBytes, '
-                   'Sm90Shape<64>::kThreads, Sm90Shape<128>::kTokens); }\n')
+                   'int main() { printf("%d %d %d %d %d\\n", Sm90Shape<64>::kSmemBytes, Sm90Shape<128>::kSmemBytes, '
+                   'Sm90Shape<64>::kThreads, Sm90Shape<128>::kThreads, Sm90Shape<128>::kTokens); }\n')
     exe = tmp_path / "shape"
     subprocess.run([shutil.which("nvcc"), "-std=c++17", f"-I{cuda_dir}", str(src), "-o", str(exe)], check=True)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
     assert list(map(int, out)) == [launch.sm90_shared_bytes(64), launch.sm90_shared_bytes(128),
-                                   launch.SM90_THREADS, launch.SM90_TOKENS]
+                                   launch.sm90_threads(64), launch.sm90_threads(128), launch.SM90_TOKENS]

@@ -125,10 +125,11 @@ def test_large_k_and_many_tiles(family, rng):
 def test_long_token_axis_and_variable_tvw_tiles(family, dtype, rng):
     """M = 32768 (128 token tiles of the wgmma kernel) and TVW tiles whose kept widths differ per tile,
     including widths that are odd multiples of 32 (half a wgmma stage)."""
-    fmt, bias = make_format(TVW(tile=128), 0.75, 512, 768, dtype, rng)
+    scale = torch.tensor([1.0, 0.6, 1.7, 0.9]).repeat_interleave(128)   # tiles of different weight: different widths
+    fmt, bias = make_format(TVW(tile=128), 0.75, 512, 768, dtype, rng, row_scale=scale)
     skip_unless_applies(family, fmt)
     widths = (fmt.k_offsets[1:] - fmt.k_offsets[:-1]).tolist()
-    assert len(set(widths)) > 1, widths
+    assert len(set(widths)) > 1 and any(w_ % 64 for w_ in widths), widths
     x = torch.randn(32768, 768, generator=rng).to(dtype)
     check(fmt, x, bias, run_kernel(fmt, x, bias, family=family))
 
@@ -137,7 +138,7 @@ def test_long_token_axis_and_variable_tvw_tiles(family, dtype, rng):
 def test_automatic_choice_is_wgmma_on_hopper(rng):
     from trt_plugins import launch
 
-    fmt, bias = make_format(HiNM(vector=64), 0.75, 256, 320, torch.float16, rng)
+    fmt, bias = make_format(HiNM(vector=128), 0.75, 256, 320, torch.float16, rng)
     before = dict(launch.LAUNCHES_BY_FAMILY)
     x = torch.randn(300, 320, generator=rng).half()
     check(fmt, x, bias, run_kernel(fmt, x, bias))

@@ -57,22 +57,26 @@ def test_enqueue_rejects_short_leading_dimension():
 
 # ---- the Hopper (wgmma.sp) family --------------------------------------------------------------------------
 def test_sm90_plan_grid_and_shape():
-    # 128-row tiles: one CTA of 128 rows x 256 tokens each; 384 threads (1 producer + 2 consumer warpgroups)
-    p = launch.plan(8192, 4096, 11008, 128, 86, "float16", family="wgmma_sp")
+    # persistent: one CTA per SM loops over the work items; 384 threads (1 producer + 2 consumer warpgroups)
+    p = launch.plan(8192, 4096, 11008, 128, 86, "float16", family="wgmma_sp", sm_count=132)
     assert p.kernel_name == "tsgemm90_f16_bm128_none" and p.block == (384, 1, 1) and p.family == "wgmma_sp"
-    assert p.gemm_ctas == 86 * 32 and p.fill_ctas == 0
-    # 64-row tiles, TVW with pruned rows: 1000 tokens -> 4 token tiles; 448 - 6*64 = 64 pruned rows -> 1 fill CTA each
-    p = launch.plan(1000, 512, 448, 64, 6, "bfloat16", "gelu", family="wgmma_sp")
+    assert p.gemm_ctas == 86 * 32 and p.fill_ctas == 0 and p.grid == (132, 1, 1)
+    # 64-row tiles, TVW with pruned rows: 1000 tokens -> 4 token tiles; 448 - 6*64 = 64 pruned rows -> 1 fill item each
+    p = launch.plan(1000, 512, 448, 64, 6, "bfloat16", "gelu", family="wgmma_sp", sm_count=132)
     assert p.kernel_name == "tsgemm90_bf16_bm64_gelu" and p.gemm_ctas == 6 * 4 and p.fill_ctas == 4
-    # 256-row tiles run as two 128-row CTAs
-    assert launch.plan(7, 256, 512, 256, 2, "float16", family="wgmma_sp").gemm_ctas == 4
+    assert p.block == (512, 1, 1)   # BM = 64: 2 producer warpgroups
+    assert p.grid == (28, 1, 1)   # fewer items than SMs: one CTA per item
+    # 256-row tiles run as two 128-row items; an SM count from the device caps the grid
+    p = launch.plan(7, 256, 512, 256, 2, "float16", family="wgmma_sp", sm_count=3)
+    assert p.gemm_ctas == 4 and p.grid == (3, 1, 1)
 
 
 def test_sm90_shared_memory_mirrors_cuda_constants():
     # Sm90Shape<BM>: stages of (B 64 x 256 x 2 B + A 2*BM*32 B + E 2*BM*4 B, rounded to 1 KB), as many as fit
-    # 227 KB (at most 6), + 2 mbarriers per stage + 1 KB alignment slack
-    assert launch.sm90_shared_bytes(128) == 5 * 41984 + 5 * 16 + 1024
-    assert launch.sm90_shared_bytes(64) == 6 * 37888 + 6 * 16 + 1024
+    # 227 KB (at most 6) beside the epilogue tiles (64 tokens x (BM + 8) halves; two of them for BM = 64),
+    # + 2 mbarriers per stage + 1 KB alignment slack
+    assert launch.sm90_shared_bytes(128) == 5 * 41984 + 64 * 136 * 2 + 5 * 16 + 1024
+    assert launch.sm90_shared_bytes(64) == 5 * 37888 + 2 * 64 * 72 * 2 + 5 * 16 + 1024
     assert max(launch.sm90_shared_bytes(64), launch.sm90_shared_bytes(128)) <= 227 * 1024
 
 
@@ -89,12 +93,15 @@ def test_choose_family(monkeypatch):
     assert launch.choose_family(128, 8192, 0, (9, 0)) == ("wgmma_sp" if have_cubin else "mma_sp")
     assert launch.choose_family(128, 8192, 0, (8, 0)) == "mma_sp"          # A100: no wgmma
     assert launch.choose_family(32, 8192, 0, (9, 0)) == "mma_sp"           # 32-row tiles
+    assert launch.choose_family(64, 8192, 0, (9, 0)) == "mma_sp"           # 64-row tiles: mma.sp is faster
+    assert launch.choose_family(256, 8192, 0, (9, 0)) == ("wgmma_sp" if have_cubin else "mma_sp")
     assert launch.choose_family(128, 8191, 0, (9, 0)) == "mma_sp"          # unaligned XT rows
     assert launch.choose_family(128, 8192, 8, (9, 0)) == "mma_sp"          # unaligned XT pointer
     monkeypatch.setenv("SPARSETRT_KERNEL", "mma_sp")
     assert launch.choose_family(128, 8192, 0, (9, 0)) == "mma_sp"
     monkeypatch.setenv("SPARSETRT_KERNEL", "wgmma_sp")
     assert launch.choose_family(128, 8192, 0, (8, 0)) == "wgmma_sp"
+    assert launch.choose_family(64, 8192, 0, (9, 0)) == "wgmma_sp"
     with pytest.raises(ValueError, match="SPARSETRT_KERNEL=wgmma_sp: tile_rows=32"):
         launch.choose_family(32, 8192, 0, (9, 0))
     monkeypatch.setenv("SPARSETRT_KERNEL", "fast")

@@ -5,6 +5,7 @@ the L2->SM bytes each variant moves per microsecond.  Build the cubin first (on 
 
     nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -cubin tools/cuda/sm90_ablation.cu -o out/abl.cubin
     python3 tools/ablate_sm90.py out/abl.cubin [--shapes 0,7]
+    (add -DSPARSETRT_SM90_PRODUCERS_BM64=1 to nvcc and --producers-bm64 1 here for one producer at BM = 64)
 
 Development tool: the ablated kernels compute garbage and are not shipped."""
 
@@ -28,11 +29,17 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cubin")
+    ap.add_argument("--producers-bm64", type=int, default=2, choices=(1, 2),
+                    help="producer warpgroups the cubin's BM = 64 kernels were built with")
     ap.add_argument("--shapes", default="0,3,7")
     ap.add_argument("--reps", type=int, default=20)
     args = ap.parse_args(argv)
     rt = launch.runtime(0)
-    module = rt.cuda.module_from_file(args.cubin)
+    rt.context.push()   # load into PyTorch's (primary) context, like the launch layer does
+    try:
+        module = rt.cuda.module_from_file(args.cubin)
+    finally:
+        rt.context.pop()
     print(f"{'shape':18s} {'V':>4s} {'variant':8s} {'ms':>8s} {'L2->SM TB/s':>12s} {'sparse TC %':>11s}")
     for i in map(int, args.shapes.split(",")):
         name, m, k, n = SHAPES[i]
@@ -42,7 +49,8 @@ def main(argv=None) -> int:
             f = compress(w, lm.mask, lm.rows, lm.cols, two_four=True).to("cuda")
             xt = torch.randn(k, m, dtype=torch.float16, device="cuda")
             y = torch.empty(m, n, dtype=torch.float16, device="cuda")
-            p = launch.plan(m, k, n, f.tile_rows, f.num_tiles, "float16", family="wgmma_sp")
+            p = launch.plan(m, k, n, f.tile_rows, f.num_tiles, "float16", family="wgmma_sp", sm_count=rt.sm_count)
+            block = (128 * (2 + args.producers_bm64), 1, 1) if p.cta_rows == 64 else p.block
             kt = int(f.k_offsets[1] - f.k_offsets[0])
             moved = (n // p.cta_rows) * (-(-m // 256)) * (kt * 256 * 2 + p.cta_rows * kt // 2 * 2)
             tc_s = 2 * m * n * kt / 1979e12      # wgmma.sp work at the datasheet's sparse fp16 rate
@@ -53,8 +61,8 @@ def main(argv=None) -> int:
                                                          f.values, y)]
                 ints = [np.int32(a) for a in (m, m, k, n, f.num_tiles, f.tile_rows, 0)]
 
-                def once(fn=fn, ptrs=ptrs, ints=ints, p=p):
-                    fn(*ptrs, *ints, block=p.block, grid=p.grid, shared=p.shared_bytes, stream=rt.stream)
+                def once(fn=fn, ptrs=ptrs, ints=ints, p=p, block=block):
+                    fn(*ptrs, *ints, block=block, grid=p.grid, shared=p.shared_bytes, stream=rt.stream)
                 torch.cuda.synchronize()
                 for _ in range(3):
                     once()

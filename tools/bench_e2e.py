@@ -118,7 +118,7 @@ def main(argv=None) -> int:
         return 3
     gen = torch.Generator().manual_seed(0)
     result = {"env": {"gpu": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(),
-                      "torch": torch.__version__, "command": "python3 tools/bench_e2e.py --out docs",
+                      "torch": torch.__version__, "command": " ".join(["python3", "tools/bench_e2e.py", *(argv if argv is not None else sys.argv[1:])]),
                       "model": f"{LAYERS} layers, d={D}, heads={HEADS}, ffn={FFN}, batch {BATCH} x seq {SEQ}, fp16"},
               "models": {}}
     for kind in ("dense", "HiNM 75% V128", "TVW 75% G128"):

@@ -12,6 +12,9 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.versio
 [ -f trt_plugins/kernels/sparsetrt_kernels.fatbin ] || python3 cuda/build.py --arch 90
 cuobjdump --dump-sass --function tsgemm_f16_bm64_none trt_plugins/kernels/sparsetrt_kernels.fatbin > "$OUT/sass_f16_bm64.txt" 2>&1
 echo "SASS tsgemm_f16_bm64_none (sm_90): $(grep -c 'HMMA' "$OUT/sass_f16_bm64.txt") HMMA ($(grep -c 'HMMA.*SP' "$OUT/sass_f16_bm64.txt") sparse), $(grep -c LDSM "$OUT/sass_f16_bm64.txt") LDSM, $(grep -c LDGSTS "$OUT/sass_f16_bm64.txt") LDGSTS, $(grep -cE 'LDL|STL' "$OUT/sass_f16_bm64.txt") local-memory ops"
+cuobjdump --dump-sass --function tsgemm90_f16_bm128_none trt_plugins/kernels/sparsetrt_kernels_sm90a.cubin > "$OUT/sass90_f16_bm128.txt" 2>&1
+echo "SASS tsgemm90_f16_bm128_none (sm_90a): $(grep -c 'HGMMA.SP' "$OUT/sass90_f16_bm128.txt") HGMMA.SP, $(grep -c LDGSTS "$OUT/sass90_f16_bm128.txt") LDGSTS, $(grep -c STSM "$OUT/sass90_f16_bm128.txt") STSM, $(grep -cE 'LDL|STL' "$OUT/sass90_f16_bm128.txt") local-memory ops"
+python3 tools/wgmma_probe.py | tail -n 1
 status=0
 if [ "$what" != bench ]; then
   OUT="$OUT" bash tools/run_gpu_tests.sh || status=1

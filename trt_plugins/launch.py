@@ -7,7 +7,7 @@
 Two kernel families read the same bytes: "mma_sp" (mma.sp.m16n8k32, sm_80+, every tile height that is a
 multiple of 32; also what the TensorRT AOT plugin embeds) and "wgmma_sp" (Hopper wgmma.mma_async.sp, sm_90a
 cubin, tile heights that are multiples of 64, 16-byte aligned XT rows).  `choose_family` picks wgmma_sp on
-compute capability 9.0 whenever it applies; SPARSETRT_KERNEL=mma_sp|wgmma_sp forces one (benchmarks, tests).
+compute capability 9.0 for 128-row tiles; SPARSETRT_KERNEL=mma_sp|wgmma_sp forces one (benchmarks, tests).
 
 The kernel reads activations feature-major, XT[K, ldx] (see cuda/tile_sparse_gemm.cuh); the torch
 path transposes X[M, K] into a padded XT first.  pycuda loads the module into the primary context
@@ -57,10 +57,10 @@ class LaunchPlan:
 
 
 # ---- the Hopper family: mirrors of Sm90Shape<BM> in cuda/tile_sparse_gemm_sm90.cuh ----------------------
-SM90_THREADS = 384          # 1 producer + 2 consumer warpgroups
 SM90_TOKENS = 256           # tokens per CTA
 SM90_KEPT_PER_STAGE = 64    # 2 wgmma k32 steps
 SM90_MAX_SMEM = 227 * 1024
+SM90_DEFAULT_SMS = 132      # H100 / H200 SXM; the runtime passes the GPU's own count
 
 
 def sm90_cta_rows_for(tile_rows: int) -> int:
@@ -71,11 +71,16 @@ def sm90_cta_rows_for(tile_rows: int) -> int:
     raise ValueError(f"tile_rows={tile_rows}: the wgmma kernel needs a multiple of 64")
 
 
+def sm90_threads(cta_rows: int) -> int:
+    """2 consumer warpgroups + 1 producer (BM = 128) or 2 (BM = 64): Sm90Shape<BM>::kThreads."""
+    return 128 * (2 + (1 if cta_rows == 128 else 2))
+
+
 def sm90_shared_bytes(cta_rows: int) -> int:
     stage = -(-(SM90_KEPT_PER_STAGE * SM90_TOKENS * 2 + 2 * cta_rows * 32 + 2 * cta_rows * 4) // 1024) * 1024
-    stages = min(6, (SM90_MAX_SMEM - 2048) // stage)
-    out_tile = SM90_TOKENS * (cta_rows + 8) * 2
-    return max(stages * stage, out_tile) + 2 * stages * 8 + 1024
+    out_tiles = (1 if cta_rows == 128 else 2) * 64 * (cta_rows + 8) * 2   # epilogue tiles of 64 tokens
+    stages = min(6, (SM90_MAX_SMEM - 2048 - out_tiles) // stage)
+    return stages * stage + out_tiles + 2 * stages * 8 + 1024
 
 
 def sm90_kernel_name(dtype: str, cta_rows: int, activation: str) -> str:
@@ -88,7 +93,9 @@ def wgmma_applies(tile_rows: int, ldx: int, xt_ptr: int = 0) -> bool:
 
 
 def choose_family(tile_rows: int, ldx: int, xt_ptr: int = 0, capability: tuple[int, int] | None = None) -> str:
-    """'wgmma_sp' on compute capability 9.0 when it applies and its cubin is there, else 'mma_sp'.
+    """'wgmma_sp' on compute capability 9.0 for tiles of 128·k rows when it applies and its cubin is there,
+    else 'mma_sp'.  64-row tiles also run on wgmma_sp, but the mma.sp kernel was faster on 5 of the 8
+    benchmark shapes (all the large ones; H200, 2026-12-01, docs/KERNEL_NOTES.md), so it is not the default.
     SPARSETRT_KERNEL=mma_sp|wgmma_sp overrides (a forced wgmma_sp that cannot run raises ValueError)."""
     forced = os.environ.get("SPARSETRT_KERNEL", "")
     if forced and forced not in FAMILIES:
@@ -101,7 +108,14 @@ def choose_family(tile_rows: int, ldx: int, xt_ptr: int = 0, capability: tuple[i
             raise ValueError(f"SPARSETRT_KERNEL=wgmma_sp: tile_rows={tile_rows} (needs a multiple of 64), ldx={ldx} "
                              f"(needs a multiple of 8) or an XT pointer that is not 16-byte aligned")
         return "wgmma_sp"
-    return "wgmma_sp" if ok and capability == (9, 0) and (KERNEL_DIR / SM90A_CUBIN).is_file() else "mma_sp"
+    preferred = ok and tile_rows % 128 == 0 and capability == (9, 0)
+    return "wgmma_sp" if preferred and _sm90a_cubin_present() else "mma_sp"
+
+
+@functools.lru_cache(maxsize=1)
+def _sm90a_cubin_present() -> bool:
+    """Checked once: a file-system stat on every call shows up in eager per-layer launch overhead."""
+    return (KERNEL_DIR / SM90A_CUBIN).is_file()
 
 
 def cta_rows_for(tile_rows: int) -> int:
@@ -149,10 +163,12 @@ def kernel_name(dtype: str, cta_rows: int, activation: str) -> str:
 
 
 def plan(M: int, K: int, N: int, tile_rows: int, num_tiles: int, dtype: str, activation: str = "none",
-         family: str = "mma_sp") -> LaunchPlan:
+         family: str = "mma_sp", sm_count: int = SM90_DEFAULT_SMS) -> LaunchPlan:
+    """Grid, block and shared memory of one launch.  The wgmma_sp kernel is persistent: at most `sm_count`
+    CTAs (one per SM) loop over its work items (gemm_ctas GEMM items, then fill_ctas pruned-rows items)."""
     check_problem(M, K, N, tile_rows, num_tiles, dtype)
     if family == "wgmma_sp":
-        return _plan_sm90(M, N, tile_rows, num_tiles, dtype, activation)
+        return _plan_sm90(M, N, tile_rows, num_tiles, dtype, activation, sm_count)
     if family != "mma_sp":
         raise ValueError(f"kernel family '{family}': expected one of {FAMILIES}")
     bm = cta_rows_for(tile_rows)
@@ -164,13 +180,14 @@ def plan(M: int, K: int, N: int, tile_rows: int, num_tiles: int, dtype: str, act
                       bm, gemm, fill)
 
 
-def _plan_sm90(M: int, N: int, tile_rows: int, num_tiles: int, dtype: str, activation: str) -> LaunchPlan:
+def _plan_sm90(M: int, N: int, tile_rows: int, num_tiles: int, dtype: str, activation: str,
+               sm_count: int) -> LaunchPlan:
     bm = sm90_cta_rows_for(tile_rows)
     m_tiles = -(-M // SM90_TOKENS)
     gemm = num_tiles * (tile_rows // bm) * m_tiles
     fill = m_tiles * -(-(N - num_tiles * tile_rows) // FILL_ROWS_PER_CTA)
-    return LaunchPlan(sm90_kernel_name(dtype, bm, activation), (gemm + fill, 1, 1), (SM90_THREADS, 1, 1),
-                      sm90_shared_bytes(bm), bm, gemm, fill, "wgmma_sp")
+    return LaunchPlan(sm90_kernel_name(dtype, bm, activation), (max(1, min(gemm + fill, sm_count)), 1, 1),
+                      (sm90_threads(bm), 1, 1), sm90_shared_bytes(bm), bm, gemm, fill, "wgmma_sp")
 
 
 def ptx_path(arch: str = "sm_90") -> Path:
@@ -207,6 +224,7 @@ class _Runtime:
                 major, minor = torch.cuda.get_device_capability(device_index)
                 self.module = cuda.module_from_file(str(compile_for(f"{major}{minor}")))
             self.capability = torch.cuda.get_device_capability(device_index)
+            self.sm_count = torch.cuda.get_device_properties(device_index).multi_processor_count
             self.module90 = _load_sm90a(cuda) if self.capability == (9, 0) else None
             self.stream = cuda.Stream()
         finally:
@@ -298,7 +316,7 @@ def enqueue(*, xt_ptr: int, ldx: int, values_ptr: int, meta_ptr: int, k_index_pt
         return plan(M, K, N, tile_rows, num_tiles, dtype, activation)
     rt = runtime(device_index)
     p = plan(M, K, N, tile_rows, num_tiles, dtype, activation,
-             family or choose_family(tile_rows, ldx, xt_ptr, rt.capability))
+             family or choose_family(tile_rows, ldx, xt_ptr, rt.capability), rt.sm_count)
     with _on_side_stream(rt, device_index, stream):
         _launch_gemm(rt, p, xt_ptr, ldx, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr, row_index_ptr, bias_ptr,
                      y_ptr, M, K, N, tile_rows, num_tiles)
@@ -410,7 +428,7 @@ def tile_sparse_linear(x, values, meta, k_index, k_offsets, row_index, bias, out
                              f"{tuple(xt.shape)} strides {xt.stride()}")
         family = choose_family(tile_rows, xt.stride(0), xt.data_ptr(), rt.capability)
         p = plan(m, k, out_features, tile_rows, k_offsets.numel() - 1, str(x.dtype).removeprefix("torch."), activation,
-                 family)
+                 family, rt.sm_count)
         with _on_side_stream(rt, device_index, None):   # one fork/join for the transpose and the GEMM
             if transpose_into is not None:
                 _launch_transpose(rt, x2d.data_ptr(), xt.data_ptr(), m, k, xt.shape[1])

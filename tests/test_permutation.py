@@ -24,8 +24,9 @@ from exporter.permute import (
     permute_model,
     permute_tvw,
 )
-from exporter.permute._common import Deadline
-from exporter.permute.saliency_accounting import top2_of_4, top2_pair
+from exporter.permute._common import Deadline, layer_generator
+from exporter.permute.gyro import _join_costs, _thresholds, search_rows, two_four_profile
+from exporter.permute.saliency_accounting import top2_of_4, top2_pair, vector_retained
 from exporter.permute.swap import _h_rows, _removal_tops
 from exporter.zoo import MLP, Encoder
 
@@ -75,6 +76,53 @@ def test_swap_gain_formula_matches_brute_force():
         order[p], order[q] = q, p
         brute = float(top2_of_4(tile[:, order]).sum()) - before
         assert abs(brute - float(d[p] + d[q] + h[p, q] + h[q, p])) < 1e-9
+
+
+def test_join_cost_is_exact_at_a_fixed_cut_and_an_upper_bound_otherwise():
+    """cost + kept·τ = top-k(rest + x) while x does not move the cut, and never less than it."""
+    g = torch.Generator().manual_seed(0)
+    rest = torch.rand(5, 64, generator=g) * 10
+    x = torch.rand(7, 64, generator=g)
+    kept = 32
+    tau = _thresholds(rest, kept)
+    approx = _join_costs(rest - tau[:, None], x) + kept * tau[:, None]
+    exact = torch.stack([torch.topk(rest + xj, kept, dim=1).values.sum(1) for xj in x], 1)
+    assert bool((approx >= exact - 1e-3).all())
+    zero = _join_costs(rest - tau[:, None], torch.zeros(1, 64)) + kept * tau[:, None]
+    assert torch.allclose(zero[:, 0], vector_retained(rest, kept), rtol=1e-5)
+
+
+def test_two_four_profile_keeps_what_exceeds_each_rows_cut():
+    s = weights("student_t", (16, 32), 2).abs().double()
+    kept = 16
+    p = two_four_profile(s, kept)
+    theta = torch.sort(s, dim=1, descending=True).values[:, kept - 1:kept]    # kept-th largest per row
+    assert torch.equal(p, (s - theta).clamp_min(0))
+    assert bool(((p > 0).sum(1) <= kept - 1).all())
+
+
+@pytest.mark.parametrize("kmeans", [False, True])
+def test_output_search_never_loses_and_is_deterministic(kmeans):
+    """From any start order the output stage's objective only grows; a fixed seed repeats it exactly."""
+    s = two_four_profile(weights("normal", (512, 256), 5).abs().double(), 128)
+    start = torch.randperm(512, generator=torch.Generator().manual_seed(1)).view(8, 64)
+    cfg = Gyro(kmeans=kmeans, patience=5)
+    runs = [search_rows(s, 64, 128, cfg, layer_generator(0, "x"), Deadline(None), order=start) for _ in range(2)]
+    (rows, st), (rows2, _) = runs
+    assert torch.equal(rows, rows2)
+    assert st.after > st.before == pytest.approx(float(vector_retained(s[start].sum(1), 128).sum()))
+    assert st.after == pytest.approx(float(vector_retained(s[rows].sum(1), 128).sum()))
+    assert torch.equal(torch.sort(rows.reshape(-1)).values, torch.arange(512))        # still a permutation
+
+
+@pytest.mark.parametrize("cfg", [Gyro(objective="vector"), Gyro(kmeans=True, schedule=(8, 1, 4, 1, 2, 1, 1)),
+                                 Gyro(input=False)])
+def test_gyro_variants_never_below_no_permutation(cfg):
+    w = weights("student_t", (512, 256), 9).abs()
+    none = permute_hinm(w, HiNM(64), 0.75, NoPermutation())
+    r = permute_hinm(w, HiNM(64), 0.75, cfg)
+    assert r.retained > none.retained
+    assert float((w.double() * r.mask).sum()) == pytest.approx(r.retained, rel=1e-9)
 
 
 # ---- layer-level numerics ----------------------------------------------------------------------------------------
@@ -168,6 +216,14 @@ def test_bad_input_names_layer_and_option():
         Gyro(schedule=(8, 0))
     with pytest.raises(PatternError, match="Gyro.lsa_groups"):
         Gyro(lsa_groups=1)
+    with pytest.raises(PatternError, match="Gyro.objective"):
+        Gyro(objective="2:4")
+    with pytest.raises(PatternError, match="Gyro.output_min_gain"):
+        Gyro(output_min_gain=1.5)
+    with pytest.raises(PatternError, match="Gyro.max_released"):
+        Gyro(max_released=0)
+    with pytest.raises(PatternError, match="Gyro.kmeans"):
+        Gyro(kmeans=1)
     with pytest.raises(PatternError, match="time_budget_s"):
         Gyro(time_budget_s=-1)
     with pytest.raises(PatternError, match="permutation config"):

@@ -33,8 +33,13 @@ class Deadline:
 
 
 def assign_max(cost: torch.Tensor) -> np.ndarray:
-    """Column assigned to every row of a square cost (a gain to maximise): scipy's Jonker–Volgenant LSA."""
-    c = cost.detach().to(torch.float64).cpu().numpy()
+    """Column assigned to every row of a square cost (a gain to maximise): scipy's Jonker–Volgenant LSA.
+
+    Row and column maxima are subtracted first: that leaves the optimum unchanged (every row and column is
+    used once) and halves the solver's time on the output stage's costs, whose rows repeat per tile."""
+    c = cost.detach().to(torch.float64).cpu()
+    c = c - c.max(1, keepdim=True).values
+    c = (c - c.max(0, keepdim=True).values).numpy()
     rows, cols = linear_sum_assignment(c, maximize=True)
     out = np.empty(c.shape[0], dtype=np.int64)
     out[rows] = cols

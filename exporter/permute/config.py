@@ -79,29 +79,37 @@ class ChannelSwap(PermutationConfig):
 class Gyro(PermutationConfig):
     """Gyro-permutation.
 
-    Output stage (which rows share a tile): for every `num_ext` in `schedule`, repeat rounds of
-    {sample `num_ext` rows from every tile; balanced k-means of the sampled rows into one cluster per tile
-    (`kmeans_iters` iterations, balance by a linear assignment); cost[i, j] = saliency kept at column-vector
-    level when cluster j joins tile i's remaining rows; linear assignment; accept only if the total kept
+    Output stage (which rows share a tile): for every e in `schedule`, repeat rounds of {every tile releases
+    e random rows; cost[i, j] = column-vector saliency kept when released row j joins tile i's remaining
+    rows; a linear assignment gives every tile e released rows back; keep the round only if the total kept
     saliency grows} until `patience` rounds in a row bring no gain.  The schedule is walked `passes` times.
+    `kmeans=True` is the authors' variant: the released rows are first grouped by balanced k-means
+    (`kmeans_iters` iterations) into one cluster per tile, and whole clusters are assigned.  With
+    `objective="two_four"` (the default; patterns with a 2:4 level only) the column sums are taken over
+    max(0, s − θ_r), θ_r = row r's kept-th largest score, so that scores the 2:4 level would prune anyway do
+    not decide which rows share a tile; `"vector"` uses the plain column-vector level as the authors do.
 
     Input stage (which kept columns share a 2:4 group, per tile): repeat {pull one column from every group
     of 4; cost[i, j] = 2:4-kept saliency if column j joins group i's other 3, summed over the tile's rows;
     linear assignment; accept if better} until `input_patience` tries in a row bring no gain.  Problems with
     more than `lsa_groups` groups are split into random parts of at most that many groups per round.
 
-    A round whose relative gain is below `min_gain` still applies but counts as a round without gain (the
-    last rounds of a converging search gain ~1e-6 each and would otherwise dominate the run time).
-    `max_rounds` caps the rounds of each stage per layer."""
+    A round whose relative gain is below `min_gain` (input stage) or `output_min_gain` (output stage) still
+    applies but counts as a round without gain (the last rounds of a converging search gain ~1e-6 each and
+    would otherwise dominate the run time).  `max_rounds` caps the rounds of each stage per layer."""
 
-    schedule: tuple[int, ...] = (8, 1, 4, 1, 2, 1, 1)
-    patience: int = 3
+    schedule: tuple[int, ...] = (4, 2, 1)
+    patience: int = 10
     passes: int = 1
+    max_released: int = 96
+    kmeans: bool = False
     kmeans_iters: int = 8
+    objective: str = "two_four"
+    output_min_gain: float = 5e-6
     input_patience: int = 3
-    lsa_groups: int = 64
-    min_gain: float = 2e-5
-    max_rounds: int = 500
+    lsa_groups: int = 96
+    min_gain: float = 1e-4
+    max_rounds: int = 20000
     output: bool = True
     input: bool = True
     name = "gyro"
@@ -112,13 +120,16 @@ class Gyro(PermutationConfig):
             object.__setattr__(self, "schedule", tuple(self.schedule))
         sched = self.schedule
         _check("Gyro", "schedule", isinstance(sched, tuple) and len(sched) > 0 and all(_int(e) and e >= 1 for e in sched),
-               sched, "a non-empty tuple of positive integers (rows sampled per tile in each round)")
-        for field in ("patience", "passes", "kmeans_iters", "input_patience", "max_rounds"):
+               sched, "a non-empty tuple of positive integers (rows released per tile in each round)")
+        for field in ("patience", "passes", "max_released", "kmeans_iters", "input_patience", "max_rounds"):
             v = getattr(self, field)
             _check("Gyro", field, _int(v) and v >= 1, v, "a positive integer")
         _check("Gyro", "lsa_groups", _int(self.lsa_groups) and self.lsa_groups >= 2, self.lsa_groups,
                "an integer >= 2")
-        _check("Gyro", "min_gain", isinstance(self.min_gain, (int, float)) and 0 <= self.min_gain < 1, self.min_gain,
-               "a number in [0, 1)")
+        for field in ("min_gain", "output_min_gain"):
+            v = getattr(self, field)
+            _check("Gyro", field, isinstance(v, (int, float)) and 0 <= v < 1, v, "a number in [0, 1)")
+        _check("Gyro", "objective", self.objective in ("two_four", "vector"), self.objective, "'two_four' or 'vector'")
+        _check("Gyro", "kmeans", isinstance(self.kmeans, bool), self.kmeans, "True or False")
         _check("Gyro", "output/input", self.output or self.input, (self.output, self.input),
                "at least one enabled stage")

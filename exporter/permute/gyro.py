@@ -34,19 +34,25 @@ def _thresholds(sums: torch.Tensor, kept: int) -> torch.Tensor:
     return torch.kthvalue(sums.to(torch.float32), sums.shape[1] - kept + 1, dim=1).values
 
 
-def _join_costs(rest: torch.Tensor, gsum: torch.Tensor, tau: torch.Tensor, kept: int) -> torch.Tensor:
-    """cost[i, j] ≈ column-vector saliency kept by tile i's remaining rows plus cluster j.
+def two_four_profile(scores: torch.Tensor, kept: int) -> torch.Tensor:
+    """max(0, s − θ_r), θ_r = row r's kept-th largest score: the part of each score that can survive the 2:4
+    level.  If a row's tile kept exactly the row's own top `kept` columns, 2:4 would keep about its top half
+    of them, so entries below θ_r are (nearly) always pruned and should not pull rows together."""
+    theta = torch.kthvalue(scores, scores.shape[1] - kept + 1, dim=1, keepdim=True).values
+    return (scores - theta).clamp_min_(0)
 
-    Uses top-k(v) = min over τ of k·τ + Σ max(0, v − τ) at the tile's current cut τ_i: exact while the cut
-    does not move and an upper bound otherwise.  It is ~30× cheaper than a top-k per pair, and every
-    accepted round is re-checked with the exact top-k in float64."""
-    t, k = rest.shape
-    out = torch.empty(t, t, dtype=torch.float32)
-    step = max(1, (1 << 19) // (t * k))
+
+def _join_costs(d: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """cost[i, j] = Σ_c max(0, d[i, c] + x[j, c]) with d = tile i's remaining column sums − its cut τ_i.
+
+    Up to the constant kept·τ_i this is top-k(rest_i + x_j) via top-k(v) = min_τ k·τ + Σ max(0, v − τ) at
+    the tile's current cut: exact while the cut does not move, an upper bound otherwise (~30× cheaper than
+    a top-k per pair; every accepted round is re-checked with the exact top-k in float64)."""
+    t, k = d.shape
+    out = torch.empty(t, x.shape[0], dtype=torch.float32)
+    step = max(1, _CACHE // (x.shape[0] * k))
     for a in range(0, t, step):
-        b = min(t, a + step)
-        v = rest[a:b, None, :] + gsum[None, :, :] - tau[a:b, None, None]
-        out[a:b] = v.clamp_min_(0).sum(-1) + kept * tau[a:b, None]
+        out[a:a + step] = (d[a:a + step, None, :] + x[None, :, :]).clamp_min_(0).sum(-1)
     return out
 
 
@@ -68,55 +74,92 @@ def balanced_kmeans(x: torch.Tensor, clusters: int, size: int, iters: int, gen: 
     return torch.argsort(labels, stable=True).view(clusters, size)
 
 
+def _units(s32: torch.Tensor, flat: torch.Tensor, tiles: int, e: int, cfg: Gyro, gen: torch.Generator) -> torch.Tensor:
+    """How the T·e released rows travel, as indices into `flat` [U, m]: one row per unit (each tile then
+    takes e units), or with `cfg.kmeans` the authors' balanced k-means clusters of e rows (one per tile)."""
+    if not cfg.kmeans or e == 1:
+        return torch.arange(tiles * e)[:, None]
+    return balanced_kmeans(s32[flat], tiles, e, cfg.kmeans_iters, gen)
+
+
+@dataclass
+class _Tiles:
+    """Output-stage state: the rows of every tile [T, R] and their column sums, exact (float64) for the
+    acceptance test and float32 for the costs, with each tile's kept total and level-1 cut."""
+
+    scores: torch.Tensor
+    kept: int
+    perm: torch.Tensor
+
+    def __post_init__(self) -> None:
+        self.s32 = self.scores.to(torch.float32)
+        self.sums = self.scores[self.perm].sum(1)                                  # [T, K] float64
+        self.sums32 = self.sums.to(torch.float32)
+        self.vals = vector_retained(self.sums, self.kept)                          # [T]
+        self.tau = _thresholds(self.sums, self.kept)                               # [T]
+        self.total = float(self.vals.sum())
+
+    def round(self, e: int, cfg: Gyro, gen: torch.Generator) -> float:
+        """Every tile releases e random rows; a linear assignment on cost[i, j] = what tile i keeps with
+        released unit j gives every tile e rows back; the exchange is kept only if the exact total grows.
+        Returns the gain (0 when rejected)."""
+        tiles, rows = self.perm.shape
+        pos = torch.rand(tiles, rows, generator=gen).topk(e, dim=1).indices
+        flat = self.perm.gather(1, pos).reshape(-1)                                # released rows [T·e]
+        units = _units(self.s32, flat, tiles, e, cfg, gen)                         # [U, m]
+        d = self.sums32 - self.s32[flat].view(tiles, e, -1).sum(1) - self.tau[:, None]
+        cost = _join_costs(d, self.s32[flat[units]].sum(1))                        # [T, U]
+        slots = e // units.shape[1]                                                # units each tile takes
+        pick = torch.from_numpy(assign_max(cost.repeat_interleave(slots, dim=0))).view(tiles, slots)
+        incoming = units[pick].reshape(tiles, e)                                   # indices into flat
+        home = torch.arange(tiles).repeat_interleave(e)                            # tile each released row left
+        changed = torch.nonzero((home[incoming] != torch.arange(tiles)[:, None]).any(1)).flatten()
+        if changed.numel() == 0:
+            return 0.0
+        in_rows = flat[incoming[changed]]
+        new_sums = self.sums[changed] - self.scores[flat.view(tiles, e)[changed]].sum(1) + self.scores[in_rows].sum(1)
+        new_vals = vector_retained(new_sums, self.kept)
+        gain = float(new_vals.sum() - self.vals[changed].sum())
+        if gain <= self.total * 1e-12:                                             # float64 noise is no gain
+            return 0.0
+        self.perm[changed[:, None], pos[changed]] = in_rows
+        self.sums[changed], self.vals[changed] = new_sums, new_vals
+        self.sums32[changed] = new_sums.to(torch.float32)
+        self.tau[changed] = _thresholds(new_sums, self.kept)
+        self.total += gain
+        return gain
+
+
 def search_rows(scores: torch.Tensor, tile_rows: int, kept: int, cfg: Gyro, gen: torch.Generator,
                 deadline: Deadline, bar=None, order: torch.Tensor | None = None) -> tuple[torch.Tensor, SearchStats]:
-    """Output-channel permutation.  scores [N, K] float64; returns the rows of every tile [N/R, R] and stats.
+    """Output-channel permutation.  scores [N, K] float64; returns the rows of every tile [N/R, R] and stats
+    (before/after in the objective's own units).
 
-    Objective: Σ over tiles of the `kept` largest column sums (the column-vector level of HiNM / TW, as
-    in the authors' code); the 2:4 level is left to the input stage."""
-    n, k = scores.shape
+    Objective: Σ over tiles of the `kept` largest column sums of `scores` (the column-vector level of HiNM /
+    TW; the caller passes `two_four_profile` scores to account for the 2:4 level)."""
+    n = scores.shape[0]
     tiles = n // tile_rows
-    s32 = scores.to(torch.float32)
     perm = torch.arange(n).view(tiles, tile_rows) if order is None else order.clone().view(tiles, tile_rows)
-    sums = scores[perm].sum(1)                                                      # [T, K] float64
-    current = float(vector_retained(sums, kept).sum())
-    stats = SearchStats(before=current, after=current)
-    tau = _thresholds(sums, kept)
+    state = _Tiles(scores, kept, perm)
+    stats = SearchStats(before=state.total, after=state.total)
     if tiles < 2:
         return perm, stats
     for _ in range(cfg.passes):
         for num_ext in cfg.schedule:
-            num_ext = min(num_ext, tile_rows)
+            # k-means assigns one cluster per tile (a T×T assignment); single rows are capped at max_released
+            # per round in all, which keeps the (T·e)×(T·e) assignment cheap on layers with many tiles
+            e = min(num_ext, tile_rows) if cfg.kmeans else max(1, min(num_ext, tile_rows, cfg.max_released // tiles))
             fails = 0
             while fails < cfg.patience and stats.rounds < cfg.max_rounds and not deadline.expired():
                 stats.rounds += 1
-                pos = random_perm_rows(gen, tiles, tile_rows)
-                take, stay = pos[:, :num_ext], pos[:, num_ext:]
-                ext = perm.gather(1, take)                                          # [T, e] rows pulled out
-                if num_ext == 1:
-                    groups = ext                                                    # each row its own cluster
-                else:
-                    flat = ext.reshape(-1)
-                    groups = flat[balanced_kmeans(s32[flat], tiles, num_ext, cfg.kmeans_iters, gen)]
-                rest = sums - scores[ext].sum(1)                                    # [T, K] tile i minus its pulled rows
-                gsum = scores[groups].sum(1)                                        # [T, K] cluster sums
-                cost = _join_costs(rest.to(torch.float32), gsum.to(torch.float32), tau, kept)
-                pick = torch.from_numpy(assign_max(cost))                            # cluster for each tile
-                new_sums = rest + gsum[pick]
-                new = float(vector_retained(new_sums, kept).sum())
-                if new > current * (1 + 1e-12):
-                    fails = 0 if new > current * (1 + cfg.min_gain) else fails + 1
-                    perm = torch.cat([perm.gather(1, stay), groups[pick]], dim=1)
-                    sums, current = new_sums, new
-                    tau = _thresholds(sums, kept)
-                    stats.accepted += 1
-                else:
-                    fails += 1
+                gain = state.round(e, cfg, gen)
+                stats.accepted += gain > 0
+                fails = 0 if gain > state.total * cfg.output_min_gain else fails + 1
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix_str(f"out e={num_ext} kept={current:.4g}", refresh=False)
-    stats.after = current
-    return perm, stats
+                    bar.set_postfix_str(f"out e={e} kept={state.total:.4g}", refresh=False)
+    stats.after = float(vector_retained(state.sums, kept).sum())
+    return state.perm, stats
 
 
 # ---- input stage: which kept columns share a 2:4 group ------------------------------------------------------

@@ -20,7 +20,7 @@ from ..patterns import TW, HiNM, Pattern, PatternError
 from ._common import Deadline, layer_generator
 from .baselines import random_groups, random_rows, swap_groups
 from .config import ChannelSwap, Gyro, NoPermutation, PermutationConfig, RandomRestarts
-from .gyro import SearchStats, search_groups, search_rows
+from .gyro import SearchStats, search_groups, search_rows, two_four_profile
 from .result import PermutationResult
 from .saliency_accounting import as_scores, layout_retained, tile_retained, unstructured_retained
 
@@ -63,10 +63,11 @@ def check_pattern(name: str, pattern: Pattern, shape: tuple[int, int], sparsity:
 
 # ---- stages --------------------------------------------------------------------------------------------------
 def output_stage(s: torch.Tensor, tile_rows: int, kept: int, config: PermutationConfig, gen: torch.Generator,
-                 deadline: Deadline, bar) -> tuple[torch.Tensor | None, SearchStats | None]:
+                 deadline: Deadline, bar, two_four: bool = True) -> tuple[torch.Tensor | None, SearchStats | None]:
     """Rows of every tile [T, R] (indices into s's rows), or None for the identity."""
     if isinstance(config, Gyro) and config.output:
-        return search_rows(s, tile_rows, kept, config, gen, deadline, bar)
+        target = two_four_profile(s, kept) if two_four and config.objective == "two_four" else s
+        return search_rows(target, tile_rows, kept, config, gen, deadline, bar)
     if isinstance(config, RandomRestarts):
         return random_rows(s, tile_rows, kept, config, gen, deadline)
     return None, None
@@ -181,7 +182,7 @@ def permute_tw(scores: Mapping[str, torch.Tensor], pattern: TW, sparsity: float,
             kept = max(1, round(sum(len(c) for c in base[n].cols) / len(base[n].cols)))
             with _bar(n, progress) as bar:
                 rows, st = output_stage(s_all[n][feats], pattern.tile, kept, config, layer_generator(config.seed, n),
-                                        deadline, bar)
+                                        deadline, bar, two_four)
             if rows is not None:
                 stages[n]["output"] = st
                 rest = torch.ones(s.shape[0], dtype=torch.bool)

@@ -30,9 +30,11 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
 
 // 16-byte async copy through L2 only (.cg); src_bytes = 0 zero-fills the destination without reading
 // the source.  (An L1-allocating .ca gather of activation rows was measured: 7.7% L1 hits, no gain.)
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {   // dst: shared address
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
 __device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
-               "r"(valid ? 16 : 0));
+  cp_async_16(smem_u32(dst), src, valid);
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>

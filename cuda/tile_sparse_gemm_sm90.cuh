@@ -51,9 +51,6 @@ __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
 __device__ __forceinline__ void cp_async_arrive_noinc(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
-__device__ __forceinline__ void cp_async_16_u32(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
-}
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
@@ -234,15 +231,15 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
     // of the first step's valid metadata), so consumers always issue two wgmmas and never branch between them.
     const bool second = ksteps - 2 * s >= 2;
 #pragma unroll
-    for (int i = 0; i < kAChunks; ++i) cp_async_16_u32(sb + a_dst[i], a_src[i] + s * 32, a_step[i] == 0 || second);
-    if (e_on) cp_async_16_u32(sb + e_dst, e_src + (size_t)s * 2 * p.tile_rows - (second ? 0 : e_kk * p.tile_rows), true);
+    for (int i = 0; i < kAChunks; ++i) cp_async_16(sb + a_dst[i], a_src[i] + s * 32, a_step[i] == 0 || second);
+    if (e_on) cp_async_16(sb + e_dst, e_src + (size_t)s * 2 * p.tile_rows - (second ? 0 : e_kk * p.tile_rows), true);
 #pragma unroll
     for (int jj = 0; jj < 16 / S::kProducers; ++jj) {
       const int j = S::kProducers == 1 ? jj : 8 * pw + jj;   // two producers: pw gathers the rows of step pw
       const int idx = __shfl_sync(0xffffffffu, idx_now, j);
       const bool on = b_on && (j < 8 || second);   // rows warp + 4j >= 32 belong to the second step
       if (kAblate != 1)
-        cp_async_16_u32(sb + b_dst + j * 512 + b_swz[j & 1], on ? b_src + (size_t)idx * p.ldx : p.xt, on);
+        cp_async_16(sb + b_dst + j * 512 + b_swz[j & 1], on ? b_src + (size_t)idx * p.ldx : p.xt, on);
     }
     cp_async_arrive_noinc(full_bar + 8 * st);
   }

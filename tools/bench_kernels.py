@@ -18,7 +18,6 @@ choice for the tile height); the other family on the same bytes is timed too, as
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -26,6 +25,7 @@ import statistics
 import sys
 import traceback
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -65,18 +65,9 @@ def graph_timed(fn, warmup: int, reps: int, calls: int = 1) -> float:
     return graph_median_ms(fn, warmup, reps, calls)
 
 
-@contextlib.contextmanager
 def forced_family(family: str):
     """Run our op with one kernel family (SPARSETRT_KERNEL) inside the block."""
-    old = os.environ.get("SPARSETRT_KERNEL")
-    os.environ["SPARSETRT_KERNEL"] = family
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("SPARSETRT_KERNEL")
-        else:
-            os.environ["SPARSETRT_KERNEL"] = old
+    return mock.patch.dict(os.environ, {"SPARSETRT_KERNEL": family})
 
 
 def masked(w: torch.Tensor, pattern, sparsity: float) -> torch.Tensor:
@@ -155,7 +146,9 @@ def bench_shape(name, m, k, n, args, gen) -> dict:
             ms[f"{label} +transpose"] = graph_timed(lambda: launch.tile_sparse_linear(x_next(), *args_), args.warmup,
                                                     args.reps, nbuf)
             ms[f"{label} (eager)"] = timed(kernel_only, args.warmup, args.reps)
-            row["family"][label] = launch.choose_family(fmt.tile_rows, m, xs[0].data_ptr(), torch.cuda.get_device_capability())
+            rt = launch.runtime(0)   # the choice tile_sparse_linear makes for these tensors
+            row["family"][label] = launch.choose_family(fmt.tile_rows, m, xs[0].data_ptr(), rt.capability,
+                                                        rt.module90 is not None)
             # the other kernel family on the same bytes, for comparison (where it can run)
             other = "mma_sp" if row["family"][label] == "wgmma_sp" else "wgmma_sp"
             if other == "mma_sp" or launch.wgmma_applies(fmt.tile_rows, m) and torch.cuda.get_device_capability() == (9, 0):

@@ -92,9 +92,11 @@ def wgmma_applies(tile_rows: int, ldx: int, xt_ptr: int = 0) -> bool:
     return tile_rows % 64 == 0 and ldx % 8 == 0 and xt_ptr % 16 == 0
 
 
-def choose_family(tile_rows: int, ldx: int, xt_ptr: int = 0, capability: tuple[int, int] | None = None) -> str:
-    """'wgmma_sp' on compute capability 9.0 for tiles of 128·k rows when it applies and its cubin is there,
-    else 'mma_sp'.  64-row tiles also run on wgmma_sp, but the mma.sp kernel was faster on 5 of the 8
+def choose_family(tile_rows: int, ldx: int, xt_ptr: int = 0, capability: tuple[int, int] | None = None,
+                  wgmma_loaded: bool | None = None) -> str:
+    """'wgmma_sp' on compute capability 9.0 for tiles of 128·k rows when it applies and its module is loaded
+    (`wgmma_loaded`: the runtime's answer, which also covers a cubin compiled at first use; None = the prebuilt
+    cubin exists), else 'mma_sp'.  64-row tiles also run on wgmma_sp, but the mma.sp kernel was faster on 5 of the 8
     benchmark shapes (all the large ones; H200, 2026-12-01, docs/KERNEL_NOTES.md), so it is not the default.
     SPARSETRT_KERNEL=mma_sp|wgmma_sp overrides (a forced wgmma_sp that cannot run raises ValueError)."""
     forced = os.environ.get("SPARSETRT_KERNEL", "")
@@ -109,7 +111,8 @@ def choose_family(tile_rows: int, ldx: int, xt_ptr: int = 0, capability: tuple[i
                              f"(needs a multiple of 8) or an XT pointer that is not 16-byte aligned")
         return "wgmma_sp"
     preferred = ok and tile_rows % 128 == 0 and capability == (9, 0)
-    return "wgmma_sp" if preferred and _sm90a_cubin_present() else "mma_sp"
+    loaded = _sm90a_cubin_present() if wgmma_loaded is None else wgmma_loaded
+    return "wgmma_sp" if preferred and loaded else "mma_sp"
 
 
 @functools.lru_cache(maxsize=1)
@@ -316,7 +319,7 @@ def enqueue(*, xt_ptr: int, ldx: int, values_ptr: int, meta_ptr: int, k_index_pt
         return plan(M, K, N, tile_rows, num_tiles, dtype, activation)
     rt = runtime(device_index)
     p = plan(M, K, N, tile_rows, num_tiles, dtype, activation,
-             family or choose_family(tile_rows, ldx, xt_ptr, rt.capability), rt.sm_count)
+             family or choose_family(tile_rows, ldx, xt_ptr, rt.capability, rt.module90 is not None), rt.sm_count)
     with _on_side_stream(rt, device_index, stream):
         _launch_gemm(rt, p, xt_ptr, ldx, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr, row_index_ptr, bias_ptr,
                      y_ptr, M, K, N, tile_rows, num_tiles)
@@ -417,20 +420,18 @@ def tile_sparse_linear(x, values, meta, k_index, k_offsets, row_index, bias, out
         b = None if bias is None else bias.contiguous() if bias.dtype == x.dtype else bias.to(x.dtype).contiguous()
         device_index = x.device.index or 0
         rt = runtime(device_index)
-        if xt is None:
+        transpose = xt is None
+        if transpose:
             x2d = x2d.contiguous()
             xt = torch.empty(k, -(-m // 8) * 8, dtype=x.dtype, device=x.device)
-            transpose_into = xt
-        else:
-            transpose_into = None
         if xt.shape[1] < m or xt.stride(1) != 1 or tuple(xt.shape[:1]) != (k,):
             raise ValueError(f"xt must be a row-major [K={k}, >= {m}] feature-major copy of x, got shape "
                              f"{tuple(xt.shape)} strides {xt.stride()}")
-        family = choose_family(tile_rows, xt.stride(0), xt.data_ptr(), rt.capability)
+        family = choose_family(tile_rows, xt.stride(0), xt.data_ptr(), rt.capability, rt.module90 is not None)
         p = plan(m, k, out_features, tile_rows, k_offsets.numel() - 1, str(x.dtype).removeprefix("torch."), activation,
                  family, rt.sm_count)
         with _on_side_stream(rt, device_index, None):   # one fork/join for the transpose and the GEMM
-            if transpose_into is not None:
+            if transpose:
                 _launch_transpose(rt, x2d.data_ptr(), xt.data_ptr(), m, k, xt.shape[1])
             _launch_gemm(rt, p, xt.data_ptr(), xt.stride(0), values.data_ptr(), ints[0].data_ptr(), ints[1].data_ptr(),
                          ints[2].data_ptr(), ints[3].data_ptr(), b.data_ptr() if b is not None else 0, y.data_ptr(),

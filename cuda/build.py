@@ -58,7 +58,7 @@ def build(out: Path, archs: tuple[str, ...], check: bool = False) -> list[Path]:
         cubin = out / SM90A_CUBIN
         log += run([nvcc(), *NVCC_FLAGS, SM90A_GENCODE, "-cubin", str(HERE / SOURCES[1]), "-o", str(cubin)]
                    + (["-Xptxas", "-v"] if check else []))
-        entries90 = sorted(set(re.findall(rb"tsgemm90_\w+?_(?:none|relu|gelu)", cubin.read_bytes())))
+        entries90 = sorted(set(re.findall(rb"tsgemm90_\w+?_(?:none|relu|gelu)(?:_yfm)?(?![\w])", cubin.read_bytes())))
         outputs.append(cubin)
     for name in SOURCES + HEADERS:
         shutil.copyfile(HERE / name, out / name)

@@ -5,20 +5,24 @@
 
 using namespace sparsetrt;
 
-#define SPARSETRT_GEMM90(NAME, T, BM, ACT)                                                                \
+#define SPARSETRT_GEMM90(NAME, T, BM, ACT, YFM)                                                           \
   extern "C" __global__ void __launch_bounds__(sm90::Sm90Shape<BM>::kThreads, 1)                          \
       NAME(const T* xt, const T* values, const uint32_t* meta, const int* k_index, const int* k_offsets, \
            const int* row_index, const T* bias, T* y, int M, int ldx, int K, int N, int num_tiles,        \
            int tile_rows, int has_bias) {                                                                 \
     const Problem<T> p{xt, values, meta, k_index, k_offsets, row_index, bias, y,                          \
                        M,  ldx,    K,    N,       num_tiles, tile_rows, has_bias};                        \
-    sm90::tile_sparse_gemm_sm90<T, BM, ACT>(p);                                                           \
+    sm90::tile_sparse_gemm_sm90<T, BM, ACT, 0, YFM>(p);                                                   \
   }
 
-#define SPARSETRT_GEMM90_ACTS(DT, T, BM)                         \
-  SPARSETRT_GEMM90(tsgemm90_##DT##_bm##BM##_none, T, BM, kNone) \
-  SPARSETRT_GEMM90(tsgemm90_##DT##_bm##BM##_relu, T, BM, kRelu) \
-  SPARSETRT_GEMM90(tsgemm90_##DT##_bm##BM##_gelu, T, BM, kGelu)
+// *_yfm: the same GEMM writing Y feature-major, YT[N, M] (the layout the next sparse layer gathers from).
+#define SPARSETRT_GEMM90_ACTS(DT, T, BM)                                     \
+  SPARSETRT_GEMM90(tsgemm90_##DT##_bm##BM##_none, T, BM, kNone, false)     \
+  SPARSETRT_GEMM90(tsgemm90_##DT##_bm##BM##_relu, T, BM, kRelu, false)     \
+  SPARSETRT_GEMM90(tsgemm90_##DT##_bm##BM##_gelu, T, BM, kGelu, false)     \
+  SPARSETRT_GEMM90(tsgemm90_##DT##_bm##BM##_none_yfm, T, BM, kNone, true)  \
+  SPARSETRT_GEMM90(tsgemm90_##DT##_bm##BM##_relu_yfm, T, BM, kRelu, true)  \
+  SPARSETRT_GEMM90(tsgemm90_##DT##_bm##BM##_gelu_yfm, T, BM, kGelu, true)
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) || !defined(__CUDA_ARCH__)
 SPARSETRT_GEMM90_ACTS(f16, __half, 64)

@@ -145,16 +145,19 @@ struct Problem {
 // Pruned output features: Y[m, row] = act(bias[row]) (act(0) without bias) for rows past the tiles.
 // ---------------------------------------------------------------------------------------------------
 // kTokens: the token tile of the GEMM kernel whose work this extends; threads tid of nthreads share the work.
-template <typename T, int kTokens, int ACT>
+// kYFm: Y is feature-major, YT[N, M] (the Hopper kernel's chaining output).
+template <typename T, int kTokens, int ACT, bool kYFm = false>
 __device__ void fill_pruned(const Problem<T>& p, int fill_cta, int m_tiles, int tid, int nthreads) {
   const int covered = p.num_tiles * p.tile_rows;
   const int m0 = (fill_cta % m_tiles) * kTokens;
   const int r0 = (fill_cta / m_tiles) * 64;
   for (int i = tid; i < 64 * kTokens; i += nthreads) {
-    const int r = r0 + i % 64, m = m0 + i / 64;
+    // consecutive threads write consecutive addresses: along features (Y) or along tokens (YT)
+    const int r = r0 + (kYFm ? i / kTokens : i % 64), m = m0 + (kYFm ? i % kTokens : i / 64);
     if (covered + r < p.N && m < p.M) {
       const int row = p.row_index[covered + r];
-      p.y[(size_t)m * p.N + row] = from_float<T>(activate<ACT>(p.has_bias ? to_float(p.bias[row]) : 0.f));
+      const size_t at = kYFm ? (size_t)row * p.M + m : (size_t)m * p.N + row;
+      p.y[at] = from_float<T>(activate<ACT>(p.has_bias ? to_float(p.bias[row]) : 0.f));
     }
   }
 }

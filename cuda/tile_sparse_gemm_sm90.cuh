@@ -31,6 +31,12 @@
 namespace sparsetrt {
 namespace sm90 {
 
+// Timing experiments only (tools/ablate_sm90.py builds variants; the shipped kernels use the default):
+//   SPARSETRT_SM90_MAX_STAGES  cap on pipeline stages (the shared memory fits 5 at BM = 128; 4 measured 2% slower)
+#ifndef SPARSETRT_SM90_MAX_STAGES
+#define SPARSETRT_SM90_MAX_STAGES 6
+#endif
+
 // ---------------------------------------------------------------------------------------------------
 // PTX helpers
 // ---------------------------------------------------------------------------------------------------
@@ -84,6 +90,11 @@ __device__ __forceinline__ void stmatrix_x4_trans(uint32_t addr, uint32_t r0, ui
                "r"(r1), "r"(r2), "r"(r3)
                : "memory");
 }
+__device__ __forceinline__ void stmatrix_x4(uint32_t addr, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(r0), "r"(r1),
+               "r"(r2), "r"(r3)
+               : "memory");
+}
 __device__ __forceinline__ uint32_t ld_shared_u32(uint32_t addr) {
   uint32_t v;
   asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr));
@@ -132,10 +143,12 @@ struct Sm90Shape {
   static constexpr int kGroupRows = BM;                     // rows of one epilogue group (consumers sharing tokens)
   static constexpr int kGroups = BM == 128 ? 1 : 2;
   static constexpr int kOutPitch = kGroupRows + 8;
-  static constexpr int kOutGroupBytes = 64 * kOutPitch * 2;
+  // Feature-major output (YT[N, M]): the tile is [rows][64 tokens + 8] instead, so each row's tokens are contiguous
+  static constexpr int kOutPitchFm = 64 + 8;
+  static constexpr int kOutGroupBytes = (64 * kOutPitch > kGroupRows * kOutPitchFm ? 64 * kOutPitch : kGroupRows * kOutPitchFm) * 2;
   static constexpr int kOutBytes = kGroups * kOutGroupBytes;
   static constexpr int kFitStages = (kMaxDynamicSmem - 2048 - kOutBytes) / kStageBytes;
-  static constexpr int kStages = kFitStages > 6 ? 6 : kFitStages;
+  static constexpr int kStages = kFitStages > SPARSETRT_SM90_MAX_STAGES ? SPARSETRT_SM90_MAX_STAGES : kFitStages;
   static constexpr int kOutOffset = kStages * kStageBytes;
   static constexpr int kBarrierOffset = kOutOffset + kOutBytes;
   static constexpr int kSmemBytes = kBarrierOffset + 2 * kStages * 8 + 1024;   // + slack to align the base
@@ -203,9 +216,12 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
                           wi.row_block * BM + (t % (BM / 4)) * 4;
   const uint32_t e_dst = S::kBBytes + S::kABytes + e_kk * S::kEStepBytes + (t % (BM / 4)) * 16;
   // B: lane = 16-byte chunk (8 tokens) of the CTA's 256 tokens; warp w gathers kept rows w + 4j, j < 16.
+  // Addresses are 32-bit byte offsets from this lane's chunk (the launch layer checks K * ldx < 2^31): each
+  // lane turns its ring index into a row offset once per stage, and a row costs one shuffle and one add.
   const int tok = wi.m0 + lane * 8;
   const bool b_on = tok < p.M;   // ldx % 8 == 0, so a chunk starting below M ends within the row
-  const T* b_src = p.xt + (b_on ? tok : 0);
+  const char* b_src = reinterpret_cast<const char*>(p.xt + (b_on ? tok : 0));
+  const uint32_t row_bytes = (uint32_t)p.ldx * (uint32_t)sizeof(T);
   // Kept row warp + 4j of a stage: row & 7 = warp + 4 (j & 1), so two swizzled chunk offsets cover all j.
   const uint32_t b_dst = (lane / 8) * 8192 + warp * 128;
   const uint32_t b_swz[2] = {(uint32_t)(((lane & 7) ^ warp) * 16), (uint32_t)(((lane & 7) ^ (warp + 4)) * 16)};
@@ -221,7 +237,7 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
   for (int d = 0; d < S::kIdxAhead; ++d) ring[d] = stage_indices(d);
   for (int s = 0; s < stages; ++s, ++it) {
     const int st = it % S::kStages;
-    const int idx_now = ring[0];
+    const uint32_t off_now = (uint32_t)ring[0] * row_bytes;   // rows past `kept` have index 0: a valid address
 #pragma unroll
     for (int d = 0; d + 1 < S::kIdxAhead; ++d) ring[d] = ring[d + 1];
     ring[S::kIdxAhead - 1] = stage_indices(s + S::kIdxAhead);
@@ -236,10 +252,9 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
 #pragma unroll
     for (int jj = 0; jj < 16 / S::kProducers; ++jj) {
       const int j = S::kProducers == 1 ? jj : 8 * pw + jj;   // two producers: pw gathers the rows of step pw
-      const int idx = __shfl_sync(0xffffffffu, idx_now, j);
+      const uint32_t off = __shfl_sync(0xffffffffu, off_now, j);
       const bool on = b_on && (j < 8 || second);   // rows warp + 4j >= 32 belong to the second step
-      if (kAblate != 1)
-        cp_async_16(sb + b_dst + j * 512 + b_swz[j & 1], on ? b_src + (size_t)idx * p.ldx : p.xt, on);
+      if (kAblate != 1) cp_async_16(sb + b_dst + j * 512 + b_swz[j & 1], b_src + off, on);
     }
     cp_async_arrive_noinc(full_bar + 8 * st);
   }
@@ -257,7 +272,7 @@ __device__ __forceinline__ void group_sync(int c) {
     asm volatile("bar.sync %0, 128;\n" ::"r"(2 + c) : "memory");
 }
 
-template <typename T, int BM, int ACT, int kAblate>
+template <typename T, int BM, int ACT, int kAblate, bool kYFm>
 __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem& wi, uint32_t base, uint8_t* smem,
                                              uint32_t full_bar, uint32_t empty_bar, int& it) {
   using S = Sm90Shape<BM>;
@@ -307,30 +322,51 @@ __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem
   wgmma_wait<0>();
   mbar_arrive(empty_bar + 8 * ((it - 1) % S::kStages));   // the item's last stage
 
-  // ---- epilogue: act(acc + bias) -> [64 tokens][rows] tile via stmatrix.trans -> token-major stores ------
+  // ---- epilogue: act(acc + bias) -> a shared tile -> 16-byte stores, four rounds of 64 tokens -------------
   // Round r covers this consumer's tokens 64r..64r+63 (4 pairs of 8-token blocks).  For BM = 128 both consumers
-  // write their 64 rows of the same tokens; for BM = 64 each consumer has its own tile.
+  // write their 64 rows of the same tokens; for BM = 64 each consumer has its own tile.  Token-major Y[M, N]:
+  // stmatrix.trans into [64 tokens][rows]; feature-major YT[N, M] (kYFm): stmatrix into [rows][64 tokens].
   const uint32_t out_base = base + S::kOutOffset + (BM == 128 ? 0 : c * S::kOutGroupBytes);
   const T* out_s = reinterpret_cast<const T*>(smem + S::kOutOffset + (BM == 128 ? 0 : c * S::kOutGroupBytes));
-  const int mi = lane / 8, mj = lane % 8;   // lane 8i + j addresses token j of the i-th 8x8 matrix
-  const uint32_t st_addr = out_base + ((8 * (mi >> 1) + mj) * S::kOutPitch + slab + 16 * warp + 8 * (mi & 1)) * 2;
+  const int mi = lane / 8, mj = lane % 8;   // lane 8i + j addresses row j of the i-th 8x8 matrix
+  const int my_row = slab + 16 * warp + 8 * (mi & 1);   // matrix i: rows +8 (i & 1), tokens +8 (i >> 1)
+  const uint32_t st_addr = kYFm ? out_base + ((my_row + mj) * S::kOutPitchFm + 8 * (mi >> 1)) * 2
+                                : out_base + ((8 * (mi >> 1) + mj) * S::kOutPitch + my_row) * 2;
+  const uint32_t q_step = kYFm ? 16 * 2 : 16 * S::kOutPitch * 2;   // the next pair of 8-token blocks
   const int gt = BM == 128 ? threadIdx.x - 128 * S::kProducers : t, gthreads = BM == 128 ? 256 : 128;
-  const bool vec_out = contiguous && (row0 % 8 == 0) && (p.N % 8 == 0) && ((reinterpret_cast<uintptr_t>(p.y) & 15) == 0);
+  const bool vec_out = kYFm ? (p.M % 8 == 0) && ((reinterpret_cast<uintptr_t>(p.y) & 15) == 0)
+                            : contiguous && (row0 % 8 == 0) && (p.N % 8 == 0) && ((reinterpret_cast<uintptr_t>(p.y) & 15) == 0);
 #pragma unroll
   for (int r = 0; r < kN / 64; ++r) {
     group_sync<BM>(c);   // the previous round's (or item's) readers are done with the tile
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
       const float* a0 = acc + 8 * (4 * r + q);   // blocks 2jb, 2jb+1 of jb = 4r + q: acc[8jb .. 8jb+7]
-      stmatrix_x4_trans(st_addr + q * 16 * S::kOutPitch * 2,
-                        pack2<T>(activate<ACT>(a0[0] + b_lo), activate<ACT>(a0[1] + b_lo)),
-                        pack2<T>(activate<ACT>(a0[2] + b_hi), activate<ACT>(a0[3] + b_hi)),
-                        pack2<T>(activate<ACT>(a0[4] + b_lo), activate<ACT>(a0[5] + b_lo)),
-                        pack2<T>(activate<ACT>(a0[6] + b_hi), activate<ACT>(a0[7] + b_hi)));
+      const uint32_t r0 = pack2<T>(activate<ACT>(a0[0] + b_lo), activate<ACT>(a0[1] + b_lo));
+      const uint32_t r1 = pack2<T>(activate<ACT>(a0[2] + b_hi), activate<ACT>(a0[3] + b_hi));
+      const uint32_t r2 = pack2<T>(activate<ACT>(a0[4] + b_lo), activate<ACT>(a0[5] + b_lo));
+      const uint32_t r3 = pack2<T>(activate<ACT>(a0[6] + b_hi), activate<ACT>(a0[7] + b_hi));
+      if (kYFm)
+        stmatrix_x4(st_addr + q * q_step, r0, r1, r2, r3);
+      else
+        stmatrix_x4_trans(st_addr + q * q_step, r0, r1, r2, r3);
     }
     group_sync<BM>(c);
     const int m_base = wi.m0 + tok0 + 64 * r;
-    if (vec_out) {
+    if (kYFm) {   // row rr of the tile -> YT row rows[rr] (the scatter is per row here), 8 tokens per chunk
+      for (int i = gt; i < BM * 8; i += gthreads) {
+        const int rr = i / 8, m = m_base + (i % 8) * 8;
+        const T* src = out_s + rr * S::kOutPitchFm + (i % 8) * 8;
+        T* dst = p.y + (size_t)rows[rr] * p.M + m;
+        if (vec_out && m < p.M) {
+          *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+        } else {
+#pragma unroll
+          for (int e = 0; e < 8; ++e)
+            if (m + e < p.M) dst[e] = src[e];
+        }
+      }
+    } else if (vec_out) {
       constexpr int kChunks = BM / 8;
       for (int i = gt; i < 64 * kChunks; i += gthreads) {
         const int n = i / kChunks, ch = i % kChunks, m = m_base + n;
@@ -351,7 +387,9 @@ __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem
 // The kernel body: a persistent grid (at most one CTA per SM); the producer warpgroup streams the stages of
 // the CTA's GEMM items, the consumers multiply them and also write the pruned-rows items.
 // ---------------------------------------------------------------------------------------------------
-template <typename T, int BM, int ACT, int kAblate = 0>
+// kYFm: write Y feature-major, YT[N, M] (row n of YT holds output feature n for all M tokens), the layout the
+// next layer's gather reads, so a chain of sparse layers needs no transpose in between.
+template <typename T, int BM, int ACT, int kAblate = 0, bool kYFm = false>
 __device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p) {
   using S = Sm90Shape<BM>;
   const Schedule<BM> sched(p);
@@ -378,9 +416,9 @@ __device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p) {
     for (int w = blockIdx.x; w < sched.total; w += gridDim.x) {
       const WorkItem wi = sched.item(w, p.num_tiles);
       if (wi.fill >= 0)
-        fill_pruned<T, S::kTokens, ACT>(p, wi.fill, sched.m_tiles, threadIdx.x - 128 * S::kProducers, 256);
+        fill_pruned<T, S::kTokens, ACT, kYFm>(p, wi.fill, sched.m_tiles, threadIdx.x - 128 * S::kProducers, 256);
       else
-        consume_item<T, BM, ACT, kAblate>(p, wi, base, smem, full_bar, empty_bar, it);
+        consume_item<T, BM, ACT, kAblate, kYFm>(p, wi, base, smem, full_bar, empty_bar, it);
     }
   }
 }

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
 from . import ops  # noqa: F401  (registers torch.ops.sparsetrt.tile_sparse_linear)
 from .formats.tilesparse import TENSOR_FIELDS, TileSparseWeight, compress
 from .masks import LayerMask
+
+_EXPORTING = [0]   # > 0 while exporter.onnx_export traces a model
+
+
+@contextlib.contextmanager
+def exporting():
+    """Marks an ONNX export in progress: the feature-major layouts have no ONNX/TensorRT counterpart."""
+    _EXPORTING[0] += 1
+    try:
+        yield
+    finally:
+        _EXPORTING[0] -= 1
 
 
 class SparseLinear(nn.Module):
@@ -45,10 +59,27 @@ class SparseLinear(nn.Module):
     def sparsity(self) -> float:
         return 1.0 - self.format.density
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.in_features:
+    def forward(self, x: torch.Tensor, *, x_feature_major: bool = False, y_feature_major: bool = False) -> torch.Tensor:
+        """Y[..., N] = act(X · Wᵀ + b).  For chains of sparse layers (fc1 → GELU → fc2), `y_feature_major=True`
+        returns YT[N, M] and the next layer takes it with `x_feature_major=True` (x = XT[K, M]): on Hopper the
+        kernel writes YT itself and the next one gathers from it, so no transpose runs in between.  The default
+        layouts are the ones ONNX export and the TensorRT plugins use."""
+        k = x.shape[0] if x_feature_major else x.shape[-1]
+        if k != self.in_features or (x_feature_major and x.dim() != 2):
+            layout = " as a 2-D XT[K, M] (x_feature_major)" if x_feature_major else " in the last dimension"
             raise ValueError(f"SparseLinear ({self.pattern}, {self.out_features}x{self.in_features}): input has "
-                             f"{x.shape[-1]} features, expected K={self.in_features}")
+                             f"shape {tuple(x.shape)}, expected K={self.in_features} features{layout}")
+        if x_feature_major or y_feature_major:
+            if _EXPORTING[0]:
+                from .onnx_export import ExportError
+
+                raise ExportError(f"SparseLinear ({self.out_features}x{self.in_features}) called with x_feature_major / "
+                                  "y_feature_major: those layouts are a PyTorch-runtime option; ONNX export and the "
+                                  "TensorRT plugins take the default token-major layouts")
+            return torch.ops.sparsetrt.tile_sparse_linear_layout(
+                x, self.values, self.meta, self.k_index, self.k_offsets, self.row_index, self.bias,
+                self.out_features, self.in_features, self.tile_rows, self.two_four, self.activation,
+                x_feature_major, y_feature_major)
         return torch.ops.sparsetrt.tile_sparse_linear(
             x, self.values, self.meta, self.k_index, self.k_offsets, self.row_index, self.bias,
             self.out_features, self.tile_rows, self.two_four, self.activation)

@@ -28,6 +28,7 @@ from torch import nn
 
 from trt_plugins import fields
 
+from . import modules
 from .formats.tilesparse import FormatError
 from .modules import SparseLinear
 
@@ -165,7 +166,8 @@ def _export(model, example_inputs, layers, dynamic_shapes, input_names, output_n
         count = len(out) if isinstance(out, (tuple, list)) else 1
         output_names = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
     with torch.no_grad():
-        ep = torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes, strict=False)
+        with modules.exporting():   # SparseLinear refuses the feature-major layouts while this runs
+            ep = torch.export.export(model, example_inputs, dynamic_shapes=dynamic_shapes, strict=False)
     buffers = dict(ep.graph_signature.inputs_to_buffers)
     by_values = {ph: layers[fqn.rsplit(".", 1)[0]] for ph, fqn in buffers.items()
                  if fqn.endswith(".values") and fqn.rsplit(".", 1)[0] in layers}

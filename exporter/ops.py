@@ -51,3 +51,62 @@ def _cuda(x, values, meta, k_index, k_offsets, row_index, bias, out_features, ti
                                          tile_rows, activation)
     fmt = _format(values, meta, k_index, k_offsets, row_index, out_features, x.shape[-1], tile_rows, two_four)
     return fmt.matmul(x, bias, activation)
+
+
+# ---- layouts for chaining sparse layers (PyTorch runtime only; ONNX export uses the op above) -----------
+def _check_layout(x, in_features: int, x_feature_major: bool) -> None:
+    if x_feature_major and (x.dim() != 2 or x.shape[0] != in_features):
+        raise ValueError(f"x_feature_major: x must be XT[K={in_features}, M], got shape {tuple(x.shape)}")
+
+
+@torch.library.custom_op("sparsetrt::tile_sparse_linear_layout", mutates_args=())
+def tile_sparse_linear_layout(
+    x: torch.Tensor,
+    values: torch.Tensor,
+    meta: torch.Tensor,
+    k_index: torch.Tensor,
+    k_offsets: torch.Tensor,
+    row_index: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_features: int,
+    in_features: int,
+    tile_rows: int,
+    two_four: bool,
+    activation: str,
+    x_feature_major: bool,
+    y_feature_major: bool,
+) -> torch.Tensor:
+    """`tile_sparse_linear` with explicit layouts: x is X[..., K] or, feature-major, XT[K, M]; the result is
+    Y[..., N] or, feature-major, YT[N, M].  A feature-major output feeds the next layer's feature-major input
+    with no transpose in between (the kernel gathers rows of XT)."""
+    _check_layout(x, in_features, x_feature_major)
+    fmt = _format(values, meta, k_index, k_offsets, row_index, out_features, in_features, tile_rows, two_four)
+    y = fmt.matmul(x.t() if x_feature_major else x, bias, activation)
+    return y.t().contiguous() if y_feature_major else y
+
+
+@tile_sparse_linear_layout.register_fake
+def _(x, values, meta, k_index, k_offsets, row_index, bias, out_features, in_features, tile_rows, two_four,
+      activation, x_feature_major, y_feature_major):
+    _check_layout(x, in_features, x_feature_major)
+    m = x.shape[1] if x_feature_major else x.shape[:-1].numel()
+    if y_feature_major:
+        return x.new_empty(out_features, m)
+    return x.new_empty(m, out_features) if x_feature_major else x.new_empty(*x.shape[:-1], out_features)
+
+
+@tile_sparse_linear_layout.register_kernel("cuda")
+def _cuda_layout(x, values, meta, k_index, k_offsets, row_index, bias, out_features, in_features, tile_rows,
+                 two_four, activation, x_feature_major, y_feature_major):
+    _check_layout(x, in_features, x_feature_major)
+    try:
+        from trt_plugins import launch
+    except ImportError:
+        launch = None
+    if launch is not None and launch.supports(x, values, two_four, in_features):
+        return launch.tile_sparse_linear(x, values, meta, k_index, k_offsets, row_index, bias, out_features,
+                                         tile_rows, activation, x_feature_major=x_feature_major,
+                                         y_feature_major=y_feature_major)
+    fmt = _format(values, meta, k_index, k_offsets, row_index, out_features, in_features, tile_rows, two_four)
+    y = fmt.matmul(x.t() if x_feature_major else x, bias, activation)
+    return y.t().contiguous() if y_feature_major else y

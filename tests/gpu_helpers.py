@@ -49,25 +49,27 @@ def family_applies(family, fmt, pad_to=8) -> bool:
     return family == "mma_sp" or (wgmma_available() and fmt.tile_rows % 64 == 0 and pad_to % 8 == 0)
 
 
-def run_kernel(fmt, x, bias, activation="none", pad_to=8, device="cuda", family=None):
+def run_kernel(fmt, x, bias, activation="none", pad_to=8, device="cuda", family=None, y_feature_major=False):
     """Launch through enqueue with the output poisoned (NaN) first; returns y [M, N] on the CPU.
-    family: "mma_sp", "wgmma_sp" or None (the launch layer's choice for this GPU)."""
+    family: "mma_sp", "wgmma_sp" or None (the launch layer's choice for this GPU).  y_feature_major: the
+    kernel writes YT[N, M] (returned transposed back to [M, N])."""
     from trt_plugins import launch
 
     f = fmt.to(device)
     x = x.to(device)
     m = x.shape[0]
     xt = launch.to_feature_major(x, pad_to=pad_to)
-    y = torch.full((m, fmt.shape[0]), float("nan"), dtype=x.dtype, device=device)
+    shape = (fmt.shape[0], m) if y_feature_major else (m, fmt.shape[0])
+    y = torch.full(shape, float("nan"), dtype=x.dtype, device=device)
     b = bias.to(device) if bias is not None else None
     launch.enqueue(xt_ptr=xt.data_ptr(), ldx=xt.shape[1], values_ptr=f.values.data_ptr(), meta_ptr=f.meta.data_ptr(),
                    k_index_ptr=f.k_index.data_ptr(), k_offsets_ptr=f.k_offsets.data_ptr(),
                    row_index_ptr=f.row_index.data_ptr(), bias_ptr=b.data_ptr() if b is not None else 0,
                    y_ptr=y.data_ptr(), M=m, K=fmt.shape[1], N=fmt.shape[0], tile_rows=fmt.tile_rows,
                    num_tiles=fmt.num_tiles, dtype=str(x.dtype).removeprefix("torch."), activation=activation,
-                   stream=None, family=family)
+                   stream=None, family=family, y_feature_major=y_feature_major)
     torch.cuda.synchronize()
-    return y.cpu()
+    return y.cpu().t() if y_feature_major else y.cpu()
 
 
 def check(fmt, x, bias, y, activation="none"):

@@ -23,6 +23,21 @@ def test_unknown_activation_is_not_exportable(tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
+def test_feature_major_layouts_are_not_exportable(tmp_path):
+    class Chain(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner.fc1(x, y_feature_major=True)
+
+    model = Chain(build("mlp", "hinm"))
+    with pytest.raises(ExportError, match=r"x_feature_major / y_feature_major.*default token-major"):
+        export_onnx(model, torch.randn(2, 128), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_mixed_dtypes_are_not_exportable(tmp_path):
     model = build("mlp", "hinm")
     model.fc2.values = model.fc2.values.half()

@@ -27,7 +27,8 @@ def test_build_outputs_cover_every_kernel_and_target():
 @needs_nvcc
 def test_sm90a_cubin_has_every_wgmma_kernel():
     manifest = json.loads((launch.KERNEL_DIR / "manifest.json").read_text())
-    expected = {launch.sm90_kernel_name(d, bm, a) for d in launch.DTYPES for bm in (64, 128) for a in launch.ACTIVATIONS}
+    expected = {launch.sm90_kernel_name(d, bm, a, yfm) for d in launch.DTYPES for bm in (64, 128)
+                for a in launch.ACTIVATIONS for yfm in (False, True)}
     assert set(manifest["sm90a_entries"]) == expected
     cubin = (launch.KERNEL_DIR / launch.SM90A_CUBIN).read_bytes()
     assert all(name.encode() in cubin for name in expected)

@@ -145,6 +145,56 @@ def test_automatic_choice_is_wgmma_on_hopper(rng):
     assert launch.LAUNCHES_BY_FAMILY["wgmma_sp"] == before["wgmma_sp"] + 1
 
 
+@pytest.mark.skipif(not wgmma_available(), reason="the feature-major output is a wgmma kernel variant (sm_90)")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("m", [1, 7, 129, 4097])
+@pytest.mark.parametrize("case", [c for c in CASES if c[3] % 64 == 0], ids=[c[0] for c in CASES if c[3] % 64 == 0])
+def test_feature_major_output_matches_reference(case, m, dtype, rng):
+    """The *_yfm kernels write YT[N, M] (poisoned first): every case with 64-row-multiple tiles, M tails
+    (M % 8 != 0 takes the element-store path), pruned rows (fill items), GELU."""
+    _, pattern, sparsity, n, k = case
+    fmt, bias = make_format(pattern, sparsity, n, k, dtype, rng)
+    skip_unless_applies("wgmma_sp", fmt)
+    x = torch.randn(m, k, generator=rng).to(dtype)
+    y = run_kernel(fmt, x, bias, "gelu", family="wgmma_sp", y_feature_major=True)
+    check(fmt, x, bias, y, "gelu")
+
+
+def test_feature_major_output_needs_the_wgmma_family():
+    from trt_plugins import launch
+
+    with pytest.raises(ValueError, match="y_feature_major"):
+        launch.plan(64, 128, 128, 128, 1, "float16", family="mma_sp", y_feature_major=True)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("pattern", [HiNM(vector=128), TVW(tile=128)], ids=["hinm128", "tvw128"])
+def test_feature_major_chain_without_transposes(pattern, family, rng, monkeypatch):
+    """fc1 (y_feature_major) → fc2 (x_feature_major), as the encoder's FFN runs, on both kernel families
+    (mma_sp transposes after its GEMM), against the float64 reference of the token-major chain."""
+    from trt_plugins import launch
+
+    monkeypatch.setenv("SPARSETRT_KERNEL", family)
+    if not family_applies(family, make_format(pattern, 0.75, 256, 128, torch.float16, rng)[0]):
+        pytest.skip(f"{family} does not run on {torch.cuda.get_device_name()}")
+    layers = []
+    for n, k in ((512, 256), (256, 512)):
+        fmt, bias = make_format(pattern, 0.75, n, k, torch.float16, rng)
+        layers.append(SparseLinear(fmt, bias, activation="gelu" if n == 512 else "none").cuda())
+    x = torch.randn(1000, 256, generator=rng).half()   # M % 8 == 0: a forced wgmma_sp needs aligned XT rows
+    before = launch.LAUNCHES_BY_FAMILY[family]
+    ht = layers[0](x.cuda(), y_feature_major=True)
+    assert ht.shape == (512, 1000)
+    y = layers[1](ht, x_feature_major=True)
+    torch.cuda.synchronize()
+    assert launch.LAUNCHES_BY_FAMILY[family] == before + 2
+    f1, f2 = (lay.format.to("cpu") for lay in layers)
+    h_ref = f1.matmul(x.double(), layers[0].bias.cpu().double(), "gelu")
+    ref = f2.matmul(ht.cpu().t().double(), layers[1].bias.cpu().double())   # fc2 on fc1's actual fp16 output
+    assert ((ht.cpu().t().double() - h_ref).norm() / h_ref.norm()).item() < REL_TOL[torch.float16]
+    assert ((y.cpu().double() - ref).norm() / ref.norm()).item() < REL_TOL[torch.float16]
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_sparse_linear_runs_the_kernel_on_cuda(dtype, rng):
     from trt_plugins import launch

@@ -48,6 +48,18 @@ def test_bad_activation():
         launch.plan(64, 768, 2304, 64, 36, "float16", "tanh")
 
 
+def test_enqueue_rejects_xt_past_32_bit_offsets():
+    with pytest.raises(ValueError, match=r"XT\[K=4096, ldx=524288\].*2\^31"):
+        launch.enqueue(xt_ptr=0, ldx=524288, values_ptr=0, meta_ptr=0, k_index_ptr=0, k_offsets_ptr=0, row_index_ptr=0,
+                       bias_ptr=0, y_ptr=0, M=7, K=4096, N=64, tile_rows=64, num_tiles=1, dtype="float16",
+                       activation="none", stream=None)
+
+
+def test_y_feature_major_kernel_names():
+    p = launch.plan(300, 256, 384, 128, 3, "bfloat16", "gelu", family="wgmma_sp", y_feature_major=True)
+    assert p.kernel_name == "tsgemm90_bf16_bm128_gelu_yfm" and p.shared_bytes == launch.sm90_shared_bytes(128)
+
+
 def test_enqueue_rejects_short_leading_dimension():
     with pytest.raises(ValueError, match="ldx=5 must be >= M=7"):
         launch.enqueue(xt_ptr=0, ldx=5, values_ptr=0, meta_ptr=0, k_index_ptr=0, k_offsets_ptr=0, row_index_ptr=0,
@@ -75,7 +87,7 @@ def test_sm90_shared_memory_mirrors_cuda_constants():
     # Sm90Shape<BM>: stages of (B 64 x 256 x 2 B + A 2*BM*32 B + E 2*BM*4 B, rounded to 1 KB), as many as fit
     # 227 KB (at most 6) beside the epilogue tiles (64 tokens x (BM + 8) halves; two of them for BM = 64),
     # + 2 mbarriers per stage + 1 KB alignment slack
-    assert launch.sm90_shared_bytes(128) == 5 * 41984 + 64 * 136 * 2 + 5 * 16 + 1024
+    assert launch.sm90_shared_bytes(128) == 5 * 41984 + 128 * 72 * 2 + 5 * 16 + 1024   # the [rows][64 + 8] YT tile
     assert launch.sm90_shared_bytes(64) == 5 * 37888 + 2 * 64 * 72 * 2 + 5 * 16 + 1024
     assert max(launch.sm90_shared_bytes(64), launch.sm90_shared_bytes(128)) <= 227 * 1024
 
@@ -93,7 +105,7 @@ def test_choose_family(monkeypatch):
     assert launch.choose_family(128, 8192, 0, (9, 0)) == ("wgmma_sp" if have_cubin else "mma_sp")
     assert launch.choose_family(128, 8192, 0, (8, 0)) == "mma_sp"          # A100: no wgmma
     assert launch.choose_family(32, 8192, 0, (9, 0)) == "mma_sp"           # 32-row tiles
-    assert launch.choose_family(64, 8192, 0, (9, 0)) == "mma_sp"           # 64-row tiles: mma.sp is faster
+    assert launch.choose_family(64, 8192, 0, (9, 0)) == ("wgmma_sp" if have_cubin else "mma_sp")   # 64-row tiles
     assert launch.choose_family(256, 8192, 0, (9, 0)) == ("wgmma_sp" if have_cubin else "mma_sp")
     assert launch.choose_family(128, 8191, 0, (9, 0)) == "mma_sp"          # unaligned XT rows
     assert launch.choose_family(128, 8192, 8, (9, 0)) == "mma_sp"          # unaligned XT pointer

@@ -61,3 +61,22 @@ def test_activation_and_repr(rng):
         sparse(x)
     with pytest.raises(ValueError, match="expected K=64"):
         SparseLinear.from_linear(linear, lm)(torch.randn(2, 65))
+
+
+@pytest.mark.parametrize("pattern", [HiNM(vector=32), TVW(tile=32)], ids=["hinm", "tvw"])
+def test_feature_major_layouts_compute_the_same_function(pattern, rng):
+    """x_feature_major / y_feature_major (chaining layers without transposes) on the reference path: the
+    same numbers as the token-major call, transposed; wrong layouts raise naming the expected shape."""
+    linear = nn.Linear(96, 64)
+    lm = select_masks({"fc": linear.weight.abs()}, pattern, 0.75)["fc"]
+    sparse = SparseLinear.from_linear(linear, lm)
+    sparse.activation = "gelu"
+    x = torch.randn(13, 96, generator=rng)
+    y = sparse(x)
+    torch.testing.assert_close(sparse(x, y_feature_major=True), y.t(), rtol=0, atol=0)
+    torch.testing.assert_close(sparse(x.t().contiguous(), x_feature_major=True), y, rtol=0, atol=0)
+    torch.testing.assert_close(sparse(x.t(), x_feature_major=True, y_feature_major=True), y.t(), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"expected K=96 features as a 2-D XT\[K, M\]"):
+        sparse(x, x_feature_major=True)
+    with pytest.raises(ValueError, match=r"expected K=96 features as a 2-D XT"):
+        sparse(x.t().reshape(96, 13, 1), x_feature_major=True)

@@ -5,9 +5,11 @@ SparseLinear at 75% HiNM (V=128) and 75% TVW (G=128), eager and as a CUDA-graph 
 
     python3 tools/bench_e2e.py --out docs        # writes bench_e2e.json; tools/bench_report.py makes the markdown
 
-Per-layer rows time each projection shape alone at M = 16384 as a CUDA-graph replay (sparse: transpose
-of X + kernel, GELU fused into fc1's epilogue); the whole-model rows time one forward pass, eager and
-as a graph replay.  Median of CUDA-event-timed runs after warm-up."""
+Both models fuse q/k/v into one 1024→3072 projection.  The sparse FFN runs fc1 → fc2 without a transpose in
+between: fc1 writes its output feature-major (YT[4096, M], GELU fused) and fc2 gathers from it directly.
+Per-layer rows time each projection alone at M = 16384 as a CUDA-graph replay (sparse qkv/o/fc1: transpose of
+X + kernel; fc2: kernel only, its input already feature-major); the whole-model rows time one forward pass,
+eager and as a graph replay.  Median of CUDA-event-timed runs after warm-up."""
 
 from __future__ import annotations
 
@@ -30,26 +32,33 @@ D, HEADS, FFN, LAYERS, BATCH, SEQ = 1024, 16, 4096, 24, 32, 512
 
 
 class Block(nn.Module):
-    """Post-LN encoder block; attention through scaled_dot_product_attention (flash on the H100)."""
+    """Post-LN encoder block, q/k/v fused into one projection; attention through scaled_dot_product_attention
+    (flash on Hopper).  `chain_ffn` (sparse models): fc1 returns YT[FFN, M] and fc2 reads it as is."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.q, self.k, self.v, self.o = (nn.Linear(D, D) for _ in range(4))
+        self.qkv, self.o = nn.Linear(D, 3 * D), nn.Linear(D, D)
         self.fc1, self.act, self.fc2 = nn.Linear(D, FFN), nn.GELU(), nn.Linear(FFN, D)
         self.ln1, self.ln2 = nn.LayerNorm(D), nn.LayerNorm(D)
+        self.chain_ffn = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
-        split = lambda t: t.view(b, s, HEADS, D // HEADS).transpose(1, 2)  # noqa: E731
-        att = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
+        q, k, v = self.qkv(x).view(b, s, 3, HEADS, D // HEADS).permute(2, 0, 3, 1, 4)
+        att = F.scaled_dot_product_attention(q, k, v)
         x = self.ln1(x + self.o(att.transpose(1, 2).reshape(b, s, D)))
-        return self.ln2(x + self.fc2(self.act(self.fc1(x))))
+        if self.chain_ffn:
+            ht = self.fc1(x.reshape(b * s, D), y_feature_major=True)          # [FFN, M], GELU fused
+            ffn = self.fc2(ht, x_feature_major=True).view(b, s, D)
+        else:
+            ffn = self.fc2(self.act(self.fc1(x)))
+        return self.ln2(x + ffn)
 
 
 def sparse_formats(pattern, gen) -> dict[tuple[int, int], object]:
     """One compressed format per projection shape (random weights); layers get device copies of it."""
     out = {}
-    for n, k in ((D, D), (FFN, D), (D, FFN)):
+    for n, k in ((3 * D, D), (D, D), (FFN, D), (D, FFN)):
         w = torch.randn(n, k, generator=gen).half()
         lm = select_masks({"w": w.abs().float()}, pattern, 0.75)["w"]
         out[(n, k)] = compress(w, lm.mask, lm.rows, lm.cols, two_four=True)
@@ -66,22 +75,33 @@ def build(kind: str, gen) -> nn.Module:
     if kind != "dense":
         fmts = sparse_formats(HiNM(vector=128) if kind.startswith("HiNM") else TVW(tile=128), gen)
         for blk in model:
-            for name in ("q", "k", "v", "o", "fc2"):
+            for name in ("qkv", "o", "fc2"):
                 lin = getattr(blk, name)
                 setattr(blk, name, sparse_layer(fmts[(lin.out_features, lin.in_features)]))
-            blk.fc1, blk.act = sparse_layer(fmts[(FFN, D)], "gelu"), nn.Identity()
+            blk.fc1, blk.act, blk.chain_ffn = sparse_layer(fmts[(FFN, D)], "gelu"), nn.Identity(), True
     return model.cuda().eval()
 
 
+LAYER_ROWS = (("qkv 1024→3072", (3 * D, D), "none"), ("o 1024→1024", (D, D), "none"),
+              ("fc1 1024→4096 +GELU", (FFN, D), "gelu"), ("fc2 4096→1024", (D, FFN), "none"))
+
+
 def per_layer(kind: str, gen, warmup: int, reps: int) -> dict:
+    """Each projection alone, as the model runs it (sparse fc1 writes YT, sparse fc2 reads XT)."""
     x = {k: torch.randn(BATCH * SEQ, k, device="cuda", dtype=torch.float16) for k in (D, FFN)}
+    xt_ffn = x[FFN].t().contiguous()
     rows = {}
     fmts = None if kind == "dense" else sparse_formats(HiNM(vector=128) if kind.startswith("HiNM") else TVW(tile=128), gen)
-    for label, (n, k), act in (("q/k/v/o 1024→1024", (D, D), "none"), ("fc1 1024→4096 +GELU", (FFN, D), "gelu"),
-                               ("fc2 4096→1024", (D, FFN), "none")):
+    for label, (n, k), act in LAYER_ROWS:
         if kind == "dense":
             w = torch.randn(n, k, device="cuda", dtype=torch.float16)
             fn = (lambda w=w, k=k: F.gelu(F.linear(x[k], w))) if act == "gelu" else (lambda w=w, k=k: F.linear(x[k], w))
+        elif label.startswith("fc1"):
+            layer = sparse_layer(fmts[(n, k)], act)
+            fn = lambda layer=layer, k=k: layer(x[k], y_feature_major=True)  # noqa: E731
+        elif label.startswith("fc2"):
+            layer = sparse_layer(fmts[(n, k)], act)
+            fn = lambda layer=layer: layer(xt_ffn, x_feature_major=True)  # noqa: E731
         else:
             layer = sparse_layer(fmts[(n, k)], act)
             fn = lambda layer=layer, k=k: layer(x[k])  # noqa: E731

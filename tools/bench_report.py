@@ -35,8 +35,8 @@ def kernel_section(result: dict) -> list[str]:
         "(milliseconds a call). 'Ours' = the "
         "kernel reading feature-major activations XT[K, M] (the layout it gathers from, as in the TW paper); "
         "'+transpose' = the full op from token-major X[M, K] (our transpose kernel + the GEMM); 'ours' is the "
-        "kernel family the launch layer picks ('kernel' column: on Hopper wgmma_sp for 128-row tiles, mma_sp "
-        "for 64-row tiles), '[mma.sp]' / '[wgmma.sp]' the other family on the same bytes. cuSPARSELt = "
+        "kernel family the launch layer picks ('kernel' column: on Hopper wgmma_sp for tiles of 64·k rows "
+        "with aligned activations, else mma_sp), '[mma.sp]' / '[wgmma.sp]' the other family on the same bytes. cuSPARSELt = "
         "PyTorch's semi-structured 2:4 path (plan built once at capture; eager rebuilds it per call). "
         "Speedup = baseline time / our time. TFLOP/s: "
         "dense-equivalent (2·M·N·K / t) and actual (2·M·nnz / t).", "",
@@ -81,10 +81,11 @@ def e2e_section(result: dict) -> list[str]:
         "## End to end: BERT-large-shaped encoder", "",
         f"{env['model']}; random weights. GPU: {env['gpu']}; date {env['date']}; torch {env['torch']}. "
         f"Command: `{env['command']}`.", "",
-        "Sparse models: every Linear of every layer is a SparseLinear (75%), GELU fused into fc1; "
-        "attention through `scaled_dot_product_attention`. Per-layer times: one projection at M = 16384 "
-        "as a CUDA-graph replay (sparse: transpose + kernel). Eager times include the per-call Python "
-        "overhead of the custom op and the pycuda launch.", "",
+        "Both models fuse q/k/v into one projection. Sparse models: every Linear of every layer is a "
+        "SparseLinear (75%), GELU fused into fc1, and fc1 writes its output feature-major so fc2 reads it "
+        "without a transpose; attention through `scaled_dot_product_attention`. Per-layer times: one "
+        "projection at M = 16384 as a CUDA-graph replay (sparse qkv/o/fc1: transpose + kernel; fc2: kernel "
+        "only). Eager times include the per-call Python overhead of the custom op and the pycuda launch.", "",
         "| model | eager ms | speedup | CUDA graph ms | speedup | " + " | ".join(f"{n} ms" for n in layer_names) + " |",
         "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in layer_names) + " |",
     ]

@@ -7,7 +7,7 @@
 Two kernel families read the same bytes: "mma_sp" (mma.sp.m16n8k32, sm_80+, every tile height that is a
 multiple of 32; also what the TensorRT AOT plugin embeds) and "wgmma_sp" (Hopper wgmma.mma_async.sp, sm_90a
 cubin, tile heights that are multiples of 64, 16-byte aligned XT rows).  `choose_family` picks wgmma_sp on
-compute capability 9.0 for 128-row tiles; SPARSETRT_KERNEL=mma_sp|wgmma_sp forces one (benchmarks, tests).
+compute capability 9.0 where it applies; SPARSETRT_KERNEL=mma_sp|wgmma_sp forces one (benchmarks, tests).
 
 The kernel reads activations feature-major, XT[K, ldx] (see cuda/tile_sparse_gemm.cuh); the torch
 path transposes X[M, K] into a padded XT first.  pycuda loads the module into the primary context
@@ -78,13 +78,16 @@ def sm90_threads(cta_rows: int) -> int:
 
 def sm90_shared_bytes(cta_rows: int) -> int:
     stage = -(-(SM90_KEPT_PER_STAGE * SM90_TOKENS * 2 + 2 * cta_rows * 32 + 2 * cta_rows * 4) // 1024) * 1024
-    out_tiles = (1 if cta_rows == 128 else 2) * 64 * (cta_rows + 8) * 2   # epilogue tiles of 64 tokens
+    # epilogue tiles of 64 tokens: [64][rows + 8] (token-major Y) or [rows][64 + 8] (feature-major YT), the larger
+    out_tiles = (1 if cta_rows == 128 else 2) * max(64 * (cta_rows + 8), cta_rows * (64 + 8)) * 2
     stages = min(6, (SM90_MAX_SMEM - 2048 - out_tiles) // stage)
     return stages * stage + out_tiles + 2 * stages * 8 + 1024
 
 
-def sm90_kernel_name(dtype: str, cta_rows: int, activation: str) -> str:
-    return kernel_name(dtype, cta_rows, activation).replace("tsgemm_", "tsgemm90_", 1)
+def sm90_kernel_name(dtype: str, cta_rows: int, activation: str, y_feature_major: bool = False) -> str:
+    """`tsgemm90_<dtype>_bm<rows>_<act>`, with `_yfm` for the variant that writes YT[N, M]."""
+    name = kernel_name(dtype, cta_rows, activation).replace("tsgemm_", "tsgemm90_", 1)
+    return name + "_yfm" if y_feature_major else name
 
 
 def wgmma_applies(tile_rows: int, ldx: int, xt_ptr: int = 0) -> bool:
@@ -94,10 +97,10 @@ def wgmma_applies(tile_rows: int, ldx: int, xt_ptr: int = 0) -> bool:
 
 def choose_family(tile_rows: int, ldx: int, xt_ptr: int = 0, capability: tuple[int, int] | None = None,
                   wgmma_loaded: bool | None = None) -> str:
-    """'wgmma_sp' on compute capability 9.0 for tiles of 128·k rows when it applies and its module is loaded
+    """'wgmma_sp' on compute capability 9.0 for tiles of 64·k rows when it applies and its module is loaded
     (`wgmma_loaded`: the runtime's answer, which also covers a cubin compiled at first use; None = the prebuilt
-    cubin exists), else 'mma_sp'.  64-row tiles also run on wgmma_sp, but the mma.sp kernel was faster on 5 of the 8
-    benchmark shapes (all the large ones; H200, 2026-12-01, docs/KERNEL_NOTES.md), so it is not the default.
+    cubin exists), else 'mma_sp'.  Since the producer's 32-bit gather addressing (v6d) wgmma_sp is also faster for
+    64-row tiles, on all 8 benchmark shapes (H200, 2026-12-02, docs/KERNEL_NOTES.md).
     SPARSETRT_KERNEL=mma_sp|wgmma_sp overrides (a forced wgmma_sp that cannot run raises ValueError)."""
     forced = os.environ.get("SPARSETRT_KERNEL", "")
     if forced and forced not in FAMILIES:
@@ -110,7 +113,7 @@ def choose_family(tile_rows: int, ldx: int, xt_ptr: int = 0, capability: tuple[i
             raise ValueError(f"SPARSETRT_KERNEL=wgmma_sp: tile_rows={tile_rows} (needs a multiple of 64), ldx={ldx} "
                              f"(needs a multiple of 8) or an XT pointer that is not 16-byte aligned")
         return "wgmma_sp"
-    preferred = ok and tile_rows % 128 == 0 and capability == (9, 0)
+    preferred = ok and capability == (9, 0)
     loaded = _sm90a_cubin_present() if wgmma_loaded is None else wgmma_loaded
     return "wgmma_sp" if preferred and loaded else "mma_sp"
 
@@ -159,6 +162,14 @@ def check_problem(M: int, K: int, N: int, tile_rows: int, num_tiles: int, dtype:
         raise ValueError(f"M={M} x max(N, K)={max(N, K)} overflows the kernels' 32-bit index arithmetic")
 
 
+def check_xt(M: int, K: int, ldx: int) -> None:
+    """XT[K, ldx] must hold M tokens per row and stay within the kernels' 32-bit offsets."""
+    if ldx < M:
+        raise ValueError(f"ldx={ldx} must be >= M={M} (XT is [K, ldx])")
+    if K * ldx >= 2**31:
+        raise ValueError(f"XT[K={K}, ldx={ldx}] has {K * ldx} elements: the kernels' 32-bit offsets need < 2^31")
+
+
 def kernel_name(dtype: str, cta_rows: int, activation: str) -> str:
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation '{activation}': expected one of {sorted(ACTIVATIONS)}")
@@ -166,14 +177,17 @@ def kernel_name(dtype: str, cta_rows: int, activation: str) -> str:
 
 
 def plan(M: int, K: int, N: int, tile_rows: int, num_tiles: int, dtype: str, activation: str = "none",
-         family: str = "mma_sp", sm_count: int = SM90_DEFAULT_SMS) -> LaunchPlan:
+         family: str = "mma_sp", sm_count: int = SM90_DEFAULT_SMS, y_feature_major: bool = False) -> LaunchPlan:
     """Grid, block and shared memory of one launch.  The wgmma_sp kernel is persistent: at most `sm_count`
-    CTAs (one per SM) loop over its work items (gemm_ctas GEMM items, then fill_ctas pruned-rows items)."""
+    CTAs (one per SM) loop over its work items (gemm_ctas GEMM items, then fill_ctas pruned-rows items).
+    `y_feature_major`: the kernel writes YT[N, M] (wgmma_sp only; the torch path transposes for mma_sp)."""
     check_problem(M, K, N, tile_rows, num_tiles, dtype)
     if family == "wgmma_sp":
-        return _plan_sm90(M, N, tile_rows, num_tiles, dtype, activation, sm_count)
+        return _plan_sm90(M, N, tile_rows, num_tiles, dtype, activation, sm_count, y_feature_major)
     if family != "mma_sp":
         raise ValueError(f"kernel family '{family}': expected one of {FAMILIES}")
+    if y_feature_major:
+        raise ValueError("y_feature_major: only the wgmma_sp kernel writes YT[N, M]; the mma_sp kernel writes Y[M, N]")
     bm = cta_rows_for(tile_rows)
     m_tiles = -(-M // tokens_per_cta(bm))
     gemm = num_tiles * (tile_rows // bm) * m_tiles
@@ -184,12 +198,12 @@ def plan(M: int, K: int, N: int, tile_rows: int, num_tiles: int, dtype: str, act
 
 
 def _plan_sm90(M: int, N: int, tile_rows: int, num_tiles: int, dtype: str, activation: str,
-               sm_count: int) -> LaunchPlan:
+               sm_count: int, y_feature_major: bool = False) -> LaunchPlan:
     bm = sm90_cta_rows_for(tile_rows)
     m_tiles = -(-M // SM90_TOKENS)
     gemm = num_tiles * (tile_rows // bm) * m_tiles
     fill = m_tiles * -(-(N - num_tiles * tile_rows) // FILL_ROWS_PER_CTA)
-    return LaunchPlan(sm90_kernel_name(dtype, bm, activation), (max(1, min(gemm + fill, sm_count)), 1, 1),
+    return LaunchPlan(sm90_kernel_name(dtype, bm, activation, y_feature_major), (max(1, min(gemm + fill, sm_count)), 1, 1),
                       (sm90_threads(bm), 1, 1), sm90_shared_bytes(bm), bm, gemm, fill, "wgmma_sp")
 
 
@@ -307,19 +321,20 @@ LAUNCHES_BY_FAMILY = {family: 0 for family in FAMILIES}   # the same, per kernel
 def enqueue(*, xt_ptr: int, ldx: int, values_ptr: int, meta_ptr: int, k_index_ptr: int, k_offsets_ptr: int,
             row_index_ptr: int, bias_ptr: int, y_ptr: int, M: int, K: int, N: int, tile_rows: int, num_tiles: int,
             dtype: str, activation: str, stream: int | None, device_index: int = 0,
-            family: str | None = None) -> LaunchPlan:
+            family: str | None = None, y_feature_major: bool = False) -> LaunchPlan:
     """Launch Y[M, N] = act(XT^T · W^T + b) on `stream` (a raw cudaStream_t handle; None = torch's current).
 
-    bias_ptr = 0 means no bias; family None = `choose_family` for this GPU.  Returns the plan it launched
-    (empty grids launch nothing)."""
-    if ldx < M:
-        raise ValueError(f"ldx={ldx} must be >= M={M} (XT is [K, ldx])")
+    bias_ptr = 0 means no bias; family None = `choose_family` for this GPU; `y_feature_major`: write YT[N, M]
+    instead (wgmma_sp only: ValueError on the mma_sp family).  Returns the plan it launched (empty grids
+    launch nothing)."""
+    check_xt(M, K, ldx)
     check_problem(M, K, N, tile_rows, num_tiles, dtype)
     if M == 0:
         return plan(M, K, N, tile_rows, num_tiles, dtype, activation)
     rt = runtime(device_index)
     p = plan(M, K, N, tile_rows, num_tiles, dtype, activation,
-             family or choose_family(tile_rows, ldx, xt_ptr, rt.capability, rt.module90 is not None), rt.sm_count)
+             family or choose_family(tile_rows, ldx, xt_ptr, rt.capability, rt.module90 is not None), rt.sm_count,
+             y_feature_major)
     with _on_side_stream(rt, device_index, stream):
         _launch_gemm(rt, p, xt_ptr, ldx, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr, row_index_ptr, bias_ptr,
                      y_ptr, M, K, N, tile_rows, num_tiles)
@@ -363,12 +378,14 @@ def _launch_transpose(rt: _Runtime, x_ptr: int, xt_ptr: int, m: int, k: int, ldx
 
 
 # ---- torch path ---------------------------------------------------------------------------------------
-def supports(x, values, two_four: bool) -> bool:
-    """True when the kernels can run this call (else the op falls back to the reference math)."""
+def supports(x, values, two_four: bool, in_features: int | None = None) -> bool:
+    """True when the kernels can run this call (else the op falls back to the reference math).
+    `in_features`: K when x is feature-major (default: x's last dimension)."""
     import torch
 
+    k = x.shape[-1] if in_features is None else in_features
     return (x.is_cuda and values.is_cuda and two_four and x.dtype in (torch.float16, torch.bfloat16)
-            and values.dtype == x.dtype and x.shape[-1] >= KEPT_PER_STAGE and _kernels_present())
+            and values.dtype == x.dtype and k >= KEPT_PER_STAGE and _kernels_present())
 
 
 @functools.lru_cache(maxsize=1)
@@ -403,15 +420,29 @@ def to_feature_major(x2d, pad_to: int = 8):
 
 
 def tile_sparse_linear(x, values, meta, k_index, k_offsets, row_index, bias, out_features: int, tile_rows: int,
-                       activation: str, xt=None):
+                       activation: str, xt=None, x_feature_major: bool = False, y_feature_major: bool = False):
     """Torch entry point (what SparseLinear.forward runs on CUDA).  `xt` may pass a precomputed
-    feature-major copy of x (benchmarks of the kernel alone)."""
+    feature-major copy of x (benchmarks of the kernel alone).
+
+    Layouts for chaining sparse layers without transposes: `x_feature_major` — x is XT[K, M] (2-D, unit
+    stride along tokens), read as is; `y_feature_major` — return YT[N, M] instead of Y[..., N].  The wgmma_sp
+    kernel writes YT itself; on the mma_sp kernel the result is transposed after the GEMM."""
     import torch
 
-    k = x.shape[-1]
-    x2d = x.reshape(-1, k)
-    m = x2d.shape[0]
-    y = torch.empty(m, out_features, dtype=x.dtype, device=x.device)
+    if x_feature_major:
+        if x.dim() != 2:
+            raise ValueError(f"x_feature_major: x must be XT[K, M] (2-D), got shape {tuple(x.shape)}")
+        k, m = x.shape
+        lead = ()
+        if m and x.stride(1) != 1:
+            x = x.contiguous()
+        xt = x
+    else:
+        k = x.shape[-1]
+        lead = tuple(x.shape[:-1])
+        x2d = x.reshape(-1, k)
+        m = x2d.shape[0]
+    y = torch.empty((out_features, m) if y_feature_major else (m, out_features), dtype=x.dtype, device=x.device)
     if m:
         ints = [t if t.is_contiguous() else t.contiguous() for t in (meta, k_index, k_offsets, row_index)]
         if any(t.dtype != torch.int32 for t in ints):
@@ -427,13 +458,18 @@ def tile_sparse_linear(x, values, meta, k_index, k_offsets, row_index, bias, out
         if xt.shape[1] < m or xt.stride(1) != 1 or tuple(xt.shape[:1]) != (k,):
             raise ValueError(f"xt must be a row-major [K={k}, >= {m}] feature-major copy of x, got shape "
                              f"{tuple(xt.shape)} strides {xt.stride()}")
+        check_xt(m, k, xt.stride(0))
         family = choose_family(tile_rows, xt.stride(0), xt.data_ptr(), rt.capability, rt.module90 is not None)
+        yfm_in_kernel = y_feature_major and family == "wgmma_sp"
         p = plan(m, k, out_features, tile_rows, k_offsets.numel() - 1, str(x.dtype).removeprefix("torch."), activation,
-                 family, rt.sm_count)
+                 family, rt.sm_count, yfm_in_kernel)
+        out = y if yfm_in_kernel or not y_feature_major else torch.empty(m, out_features, dtype=x.dtype, device=x.device)
         with _on_side_stream(rt, device_index, None):   # one fork/join for the transpose and the GEMM
             if transpose:
                 _launch_transpose(rt, x2d.data_ptr(), xt.data_ptr(), m, k, xt.shape[1])
             _launch_gemm(rt, p, xt.data_ptr(), xt.stride(0), values.data_ptr(), ints[0].data_ptr(), ints[1].data_ptr(),
-                         ints[2].data_ptr(), ints[3].data_ptr(), b.data_ptr() if b is not None else 0, y.data_ptr(),
+                         ints[2].data_ptr(), ints[3].data_ptr(), b.data_ptr() if b is not None else 0, out.data_ptr(),
                          m, k, out_features, tile_rows, k_offsets.numel() - 1)
-    return y.reshape(*x.shape[:-1], out_features)
+        if out is not y:
+            y.copy_(out.t())
+    return y if y_feature_major or x_feature_major else y.reshape(*lead, out_features)

@@ -25,7 +25,8 @@ from exporter.permute import (
     permute_tvw,
 )
 from exporter.permute._common import Deadline, layer_generator
-from exporter.permute.gyro import _join_costs, _thresholds, search_rows, two_four_profile
+from exporter.permute.gyro import _join_costs, _thresholds, search_groups, search_rows, two_four_profile
+from exporter.permute.pairs import SPLITS, pair_values, search_pairs
 from exporter.permute.saliency_accounting import top2_of_4, top2_pair, vector_retained
 from exporter.permute.swap import _h_rows, _removal_tops
 from exporter.zoo import MLP, Encoder
@@ -125,6 +126,69 @@ def test_gyro_variants_never_below_no_permutation(cfg):
     assert float((w.double() * r.mask).sum()) == pytest.approx(r.retained, rel=1e-9)
 
 
+def test_pair_values_match_brute_force_over_all_35_splits():
+    """Every scored split equals a direct top-2-of-4 sum, and the best one is the best of all 35 ways to
+    re-split the 8 columns of two groups into two groups of 4."""
+    gen = torch.Generator().manual_seed(3)
+    a, b = torch.rand(7, 5, 4, generator=gen, dtype=torch.float64), torch.rand(7, 5, 4, generator=gen, dtype=torch.float64)
+    v = pair_values(a, b)
+    both = torch.cat([a, b], dim=-1)
+    for p in range(5):
+        direct = torch.stack([top2_of_4(both[:, p, sp]).sum() for sp in SPLITS])
+        assert torch.allclose(direct, v[p], rtol=0, atol=1e-12)
+        brute = max(float(top2_of_4(both[:, p, [*sub, *(j for j in range(8) if j not in sub)]]).sum())
+                    for sub in itertools.combinations(range(8), 4) if 0 in sub)
+        assert float(v[p].max()) == pytest.approx(brute, rel=1e-12)
+    assert len({tuple(sorted(sp[:4].tolist())) if 0 in sp[:4] else tuple(sorted(sp[4:].tolist()))
+                for sp in SPLITS}) == 35
+
+
+def test_pair_search_exhausts_a_two_group_block():
+    """On a tile of exactly two groups one round is the brute-force optimum; on bigger tiles it never loses
+    and repeats exactly with a fixed seed."""
+    gen = torch.Generator().manual_seed(4)
+    block = torch.rand(3, 16, 8, generator=gen, dtype=torch.float64)
+    order, st = search_pairs(block, torch.arange(8).repeat(3, 1), 1, 0.0, 50, gen, Deadline(None))
+    for t in range(3):
+        best = max(float(top2_of_4(block[t][:, [*sub, *(j for j in range(8) if j not in sub)]]).sum())
+                   for sub in itertools.combinations(range(8), 4) if 0 in sub)
+        assert float(top2_of_4(block[t][:, order[t]]).sum()) == pytest.approx(best, rel=1e-12)
+    big = weights("student_t", (64, 96), 5).abs().double().view(1, 64, 96).repeat(2, 1, 1)
+    runs = [search_pairs(big, torch.arange(96).repeat(2, 1), 3, 1e-6, 200, layer_generator(0, "p"), Deadline(None))
+            for _ in range(2)]
+    (o1, s1), (o2, _) = runs
+    assert torch.equal(o1, o2) and s1.after > s1.before
+    assert s1.after == pytest.approx(float(top2_of_4(big.gather(2, o1[:, None, :].expand(2, 64, 96))).sum()))
+    assert all(torch.equal(torch.sort(o).values, torch.arange(96)) for o in o1)
+
+
+def test_spare_columns_swap_in_dropped_columns_and_never_lose():
+    """With spares the input stage keeps the same number of columns, may keep dropped ones, and retains at
+    least what the plain regrouping does from the same start; spare_columns=0 is the old search."""
+    s = weights("cauchy", (128, 256), 21).abs().double()
+    rows = torch.arange(128).view(2, 64)
+    sums = s[rows].sum(1)
+    kept = torch.sort(torch.topk(sums, 128, dim=1).indices, dim=1).values
+    spare = torch.topk(sums.scatter(1, kept, float("-inf")), 32, dim=1).indices
+    ext = torch.cat([kept, spare], dim=1)
+    block = s[rows[:, :, None], ext[:, None, :]]
+    order, st = search_groups(block, Gyro(), layer_generator(0, "s"), Deadline(None), spare=32)
+    plain, st0 = search_groups(block[:, :, :128], Gyro(), layer_generator(0, "s"), Deadline(None))
+    assert st.before == pytest.approx(st0.before) and st.after > st.before
+    new = ext.gather(1, order[:, :128])
+    assert all(len(set(c.tolist())) == 128 for c in new)
+    assert any(bool(torch.isin(c, sp).any()) for c, sp in zip(new, spare, strict=True))   # some dropped one is kept
+    assert st.after == pytest.approx(float(top2_of_4(s[rows[:, :, None], new[:, None, :]]).sum()))
+    w = weights("student_t", (256, 256), 9).abs()
+    none = permute_hinm(w, HiNM(64), 0.75, NoPermutation())
+    for cfg in (Gyro(spare_columns=0), Gyro(), Gyro(pair_patience=3)):
+        r = permute_hinm(w, HiNM(64), 0.75, cfg)
+        assert r.retained > none.retained
+        assert float((w.double() * r.mask).sum()) == pytest.approx(r.retained, rel=1e-9)
+        assert int(r.mask.sum()) == int(none.mask.sum())
+        compress(w, r.mask, r.rows, r.cols, two_four=True, index_order=r.index_order)
+
+
 # ---- layer-level numerics ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["normal", "student_t", "cauchy"])
 @pytest.mark.parametrize("shape,vector,sparsity", [((256, 256), 64, 0.75), ((128, 256), 32, 0.875), ((256, 128), 64, 0.75)])
@@ -216,6 +280,10 @@ def test_bad_input_names_layer_and_option():
         Gyro(schedule=(8, 0))
     with pytest.raises(PatternError, match="Gyro.lsa_groups"):
         Gyro(lsa_groups=1)
+    with pytest.raises(PatternError, match="Gyro.spare_columns must be a non-negative integer"):
+        Gyro(spare_columns=-1)
+    with pytest.raises(PatternError, match="Gyro.pair_patience must be a non-negative integer"):
+        Gyro(pair_patience=1.5)
     with pytest.raises(PatternError, match="Gyro.objective"):
         Gyro(objective="2:4")
     with pytest.raises(PatternError, match="Gyro.output_min_gain"):

@@ -92,7 +92,14 @@ class Gyro(PermutationConfig):
     Input stage (which kept columns share a 2:4 group, per tile): repeat {pull one column from every group
     of 4; cost[i, j] = 2:4-kept saliency if column j joins group i's other 3, summed over the tile's rows;
     linear assignment; accept if better} until `input_patience` tries in a row bring no gain.  Problems with
-    more than `lsa_groups` groups are split into random parts of at most that many groups per round.
+    more than `lsa_groups` groups are split into random parts of at most that many groups per round.  On HiNM
+the `spare_columns` dropped columns with the largest block sums are candidates too: a pulled column may
+be replaced by one of them (a block may keep any set of `kept` columns, so the kept count is unchanged
+and the kept set is chosen together with the 2:4 groups; 0 keeps the level-1 rule's set).  With
+`pair_patience` > 0 the stage ends with the exhaustive two-group search of `pairs.py` (every way to
+re-split two groups' 8 columns, on random matchings of each tile's groups) until `pair_patience` rounds
+in a row bring no gain of `min_gain`; off by default: on the real checkpoints it added 0.1–0.2 points of
+gap closed for several times the search time.
 
     A round whose relative gain is below `min_gain` (input stage) or `output_min_gain` (output stage) still
     applies but counts as a round without gain (the last rounds of a converging search gain ~1e-6 each and
@@ -108,6 +115,8 @@ class Gyro(PermutationConfig):
     output_min_gain: float = 5e-6
     input_patience: int = 3
     lsa_groups: int = 96
+    spare_columns: int = 96
+    pair_patience: int = 0
     min_gain: float = 1e-4
     max_rounds: int = 20000
     output: bool = True
@@ -124,6 +133,10 @@ class Gyro(PermutationConfig):
         for field in ("patience", "passes", "max_released", "kmeans_iters", "input_patience", "max_rounds"):
             v = getattr(self, field)
             _check("Gyro", field, _int(v) and v >= 1, v, "a positive integer")
+        _check("Gyro", "spare_columns", _int(self.spare_columns) and self.spare_columns >= 0, self.spare_columns,
+               "a non-negative integer (dropped columns per HiNM block the input stage may swap in)")
+        _check("Gyro", "pair_patience", _int(self.pair_patience) and self.pair_patience >= 0, self.pair_patience,
+               "a non-negative integer (0 turns the exhaustive two-group search off)")
         _check("Gyro", "lsa_groups", _int(self.lsa_groups) and self.lsa_groups >= 2, self.lsa_groups,
                "an integer >= 2")
         for field in ("min_gain", "output_min_gain"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
@@ -164,11 +165,13 @@ def search_rows(scores: torch.Tensor, tile_rows: int, kept: int, cfg: Gyro, gen:
 
 # ---- input stage: which kept columns share a 2:4 group ------------------------------------------------------
 def _pull_costs(x: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:
-    """cost[t, i, j] = Σ_r max(0, x[t, r, j] − m2[t, r, i]): the 2:4 gain of column j joining group i whose
-    other three have second-largest value m2 (top-2 of {m1 ≥ m2 ≥ m3, x} = m1 + m2 + max(0, x − m2))."""
-    t, r, g = x.shape
-    out = torch.zeros(t, g, g, dtype=x.dtype)
-    step = max(1, _CACHE // (g * g))     # rows per step: keep the [rows, g, g] temporary in cache (≈8× faster)
+    """cost[t, i, j] = Σ_r max(0, x[t, r, j] − m2[t, r, i]): the 2:4 gain of candidate column j joining group
+    i whose other three have second-largest value m2 (top-2 of {m1 ≥ m2 ≥ m3, x} = m1 + m2 + max(0, x − m2)).
+    x [T, R, n] (the pulled columns, then any spare ones), m2 [T, R, g] → [T, g, n]."""
+    t, r, n = x.shape
+    g = m2.shape[2]
+    out = torch.zeros(t, g, n, dtype=x.dtype)
+    step = max(1, _CACHE // (g * n))     # rows per step: keep the [rows, g, n] temporary in cache (≈8× faster)
     for a in range(t):
         acc = out[a]
         for r0 in range(0, r, step):
@@ -176,19 +179,33 @@ def _pull_costs(x: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _assign_slots(cost, slots: torch.Tensor, order_rows: torch.Tensor, new_rows: torch.Tensor) -> None:
+    """Apply one tile's assignment: group i's pulled slot slots[i] gets the candidate in slots[pick[i]];
+    the candidates nobody picked go to the spare slots slots[g:], so the order stays a permutation."""
+    g, n = cost.shape
+    _, pick = linear_sum_assignment(cost, maximize=True)    # rows come back as 0..g-1
+    free = np.ones(n, dtype=bool)
+    free[pick] = False
+    src = slots[torch.from_numpy(np.concatenate([pick, np.nonzero(free)[0]]))]
+    new_rows[slots] = order_rows[src]
+
+
 def search_groups(block: torch.Tensor, cfg: Gyro, gen: torch.Generator, deadline: Deadline, bar=None,
-                  order: torch.Tensor | None = None) -> tuple[torch.Tensor, SearchStats]:
-    """Input permutation of every tile.  block [T, R, C] float64 holds each tile's kept columns; returns
-    order [T, C] (a permutation of 0..C-1 per tile: consecutive quadruples are the 2:4 groups) and stats."""
-    t, r, c = block.shape
+                  order: torch.Tensor | None = None, spare: int = 0) -> tuple[torch.Tensor, SearchStats]:
+    """Input permutation of every tile.  block [T, R, C + spare] float64 holds each tile's kept columns and
+    then `spare` columns the tile dropped; returns order [T, C + spare] (a permutation per tile: the first
+    C/4 consecutive quadruples are the 2:4 groups, the rest are the columns left out) and stats.  With
+    spares, a column pulled from a group can be replaced by a dropped column (the kept count stays)."""
+    t, r, width = block.shape
+    c = width - spare
     g = c // 4
-    order = torch.arange(c).repeat(t, 1) if order is None else order.clone()
+    order = torch.arange(width).repeat(t, 1) if order is None else order.clone()
     b32 = block.to(torch.float32)
-    current = top2_of_4(block.gather(2, order[:, None, :].expand(t, r, c))).sum((1, 2))   # [T] float64
+    current = _grouped_value(block, order, c)                                           # [T] float64
     stats = SearchStats(before=float(current.sum()))
     fails = torch.zeros(t, dtype=torch.int64)
     rounds = 0
-    while g > 1 and rounds < cfg.max_rounds and not deadline.expired():
+    while (g > 1 or spare > 0) and rounds < cfg.max_rounds and not deadline.expired():
         active = torch.nonzero(fails < cfg.input_patience).flatten()
         if active.numel() == 0:
             break
@@ -197,38 +214,52 @@ def search_groups(block: torch.Tensor, cfg: Gyro, gen: torch.Generator, deadline
         a = active.numel()
         every = a == t                                      # skip the copies of advanced indexing when all tiles run
         act_b32, act_block, act_order = (b32, block, order) if every else (b32[active], block[active], order[active])
-        ordered = act_b32.gather(2, act_order[:, None, :].expand(a, r, c)).view(a, r, g, 4)
+        ordered = act_b32.gather(2, act_order[:, None, :].expand(a, r, width))
+        grouped = ordered[:, :, :c].reshape(a, r, g, 4)
         pull = torch.randint(0, 4, (a, g), generator=gen)
-        x = ordered.gather(3, pull[:, None, :, None].expand(a, r, g, 1)).squeeze(-1)       # [a, R, G]
-        others = ordered.scatter(3, pull[:, None, :, None].expand(a, r, g, 1), float("-inf"))
+        x = grouped.gather(3, pull[:, None, :, None].expand(a, r, g, 1)).squeeze(-1)       # [a, R, G]
+        others = grouped.scatter(3, pull[:, None, :, None].expand(a, r, g, 1), float("-inf"))
         m2 = top2_pair(others)[1]                                                         # [a, R, G]
         # random parts of at most lsa_groups groups (the same split shape for every tile in the batch)
         parts = max(1, -(-g // cfg.lsa_groups))
         shuffled = random_perm_rows(gen, a, g) if parts > 1 else torch.arange(g).repeat(a, 1)
-        target = torch.arange(g).repeat(a, 1)                                             # group i receives pull of target[i]
-        for idx in torch.tensor_split(shuffled, parts, dim=1):
-            xp = x.gather(2, idx[:, None, :].expand(a, r, idx.shape[1]))
-            mp = m2.gather(2, idx[:, None, :].expand(a, r, idx.shape[1]))
-            cost = _pull_costs(xp, mp).to(torch.float64).numpy()
-            idx_np, tgt = idx.numpy(), target.numpy()        # tgt shares target's memory
-            for i in range(a):
-                _, pick = linear_sum_assignment(cost[i], maximize=True)   # square: rows come back as 0..n-1
-                tgt[i, idx_np[i]] = idx_np[i][pick]
-        src = 4 * target + pull.gather(1, target)           # position whose column moves into group i's slot
-        dst = 4 * torch.arange(g)[None, :] + pull            # group i's pulled slot
+        spares = random_perm_rows(gen, a, spare) if parts > 1 and spare else torch.arange(spare).repeat(a, 1)
+        slot_g = 4 * torch.arange(g)[None, :] + pull                                      # group i's pulled slot
         new_order = act_order.clone()
-        new_order.scatter_(1, dst, act_order.gather(1, src))
-        new_val = top2_of_4(act_block.gather(2, new_order[:, None, :].expand(a, r, c))).sum((1, 2))
-        better = new_val > current[active] * (1 + 1e-12)
-        gained = new_val > current[active] * (1 + cfg.min_gain)
-        win = active[better]
-        order[win] = new_order[better]
-        current[win] = new_val[better]
-        fails[active[gained]] = 0
-        fails[active[~gained]] += 1
-        stats.accepted += int(better.sum())
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix_str(f"in tiles={a} kept={float(current.sum()):.4g}", refresh=False)
+        for idx, sidx in zip(torch.tensor_split(shuffled, parts, dim=1), torch.tensor_split(spares, parts, dim=1),
+                             strict=True):
+            cand = torch.cat([x.gather(2, idx[:, None, :].expand(a, r, idx.shape[1])),
+                              ordered[:, :, c:].gather(2, sidx[:, None, :].expand(a, r, sidx.shape[1]))], dim=2)
+            mp = m2.gather(2, idx[:, None, :].expand(a, r, idx.shape[1]))
+            cost = _pull_costs(cand, mp).to(torch.float64).numpy()
+            slots = torch.cat([slot_g.gather(1, idx), c + sidx], dim=1)                   # [a, n] positions
+            for i in range(a):
+                _assign_slots(cost[i], slots[i], act_order[i], new_order[i])
+        accept_round(order, current, fails, stats, active, new_order, _grouped_value(act_block, new_order, c),
+                     cfg.min_gain, bar, "in")
     stats.after = float(current.sum())
     return order, stats
+
+
+def accept_round(order: torch.Tensor, current: torch.Tensor, fails: torch.Tensor, stats: SearchStats,
+                 active: torch.Tensor, new_order: torch.Tensor, new_val: torch.Tensor, min_gain: float, bar,
+                 label: str) -> None:
+    """One round's exact acceptance, per tile: keep a new grouping only where its float64 total grows (so no
+    tile ever loses); a tile's patience counter resets on a relative gain of at least `min_gain`."""
+    better = new_val > current[active] * (1 + 1e-12)
+    gained = new_val > current[active] * (1 + min_gain)
+    win = active[better]
+    order[win] = new_order[better]
+    current[win] = new_val[better]
+    fails[active[gained]] = 0
+    fails[active[~gained]] += 1
+    stats.accepted += int(better.sum())
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix_str(f"{label} tiles={active.numel()} kept={float(current.sum()):.4g}", refresh=False)
+
+
+def _grouped_value(block: torch.Tensor, order: torch.Tensor, c: int) -> torch.Tensor:
+    """2:4-kept saliency of every tile [T] when its first c ordered columns form the groups."""
+    t, r, _ = block.shape
+    return top2_of_4(block.gather(2, order[:, None, :c].expand(t, r, c))).sum((1, 2))

@@ -21,6 +21,7 @@ from ._common import Deadline, layer_generator
 from .baselines import random_groups, random_rows, swap_groups
 from .config import ChannelSwap, Gyro, NoPermutation, PermutationConfig, RandomRestarts
 from .gyro import SearchStats, search_groups, search_rows, two_four_profile
+from .pairs import search_pairs
 from .result import PermutationResult
 from .saliency_accounting import as_scores, layout_retained, tile_retained, unstructured_retained
 
@@ -73,9 +74,29 @@ def output_stage(s: torch.Tensor, tile_rows: int, kept: int, config: Permutation
     return None, None
 
 
+def _spare_columns(s: torch.Tensor, rows: torch.Tensor, c: torch.Tensor, spare: int) -> torch.Tensor:
+    """The `spare` dropped columns with the largest sums over each tile's rows [t, spare]: the ones most
+    likely to earn a place in a 2:4 group (a HiNM block may keep any `kept` columns)."""
+    sums = s[rows].sum(1).scatter_(1, c, float("-inf"))                                # [t, K], kept ones out
+    return torch.topk(sums, spare, dim=1).indices
+
+
+def _pair_refine(block: torch.Tensor, order: torch.Tensor, config: Gyro, gen: torch.Generator, deadline: Deadline,
+                 bar, st: SearchStats) -> torch.Tensor:
+    """Gyro's optional last step: the exhaustive two-group search on the grouping the LSA rounds left
+    (block [t, R, width], order [t, C] into its columns); adds its rounds to the input stage's stats."""
+    t, r, _ = block.shape
+    kept = block.gather(2, order[:, None, :].expand(t, r, order.shape[1]))             # [t, R, C] in group order
+    start = torch.arange(order.shape[1]).repeat(t, 1)
+    sub, pst = search_pairs(kept, start, config.pair_patience, config.min_gain, config.max_rounds, gen, deadline, bar)
+    st.rounds, st.accepted, st.after = st.rounds + pst.rounds, st.accepted + pst.accepted, pst.after
+    return order.gather(1, sub)
+
+
 def input_stage(s: torch.Tensor, rows: torch.Tensor, cols: list[torch.Tensor], config: PermutationConfig,
-                gen: torch.Generator, deadline: Deadline, bar) -> tuple[list[torch.Tensor], SearchStats | None]:
-    """Reorder each tile's kept columns into better 2:4 groups.  Tiles of equal length are searched batched."""
+                gen: torch.Generator, deadline: Deadline, bar, spare: int = 0) -> tuple[list[torch.Tensor], SearchStats | None]:
+    """Reorder each tile's kept columns into better 2:4 groups.  Tiles of equal length are searched batched.
+    With `spare` > 0 (gyro on HiNM) up to that many of the tile's dropped columns may replace kept ones."""
     if isinstance(config, NoPermutation) or (isinstance(config, Gyro) and not config.input):
         return cols, None
     out = list(cols)
@@ -86,9 +107,15 @@ def input_stage(s: torch.Tensor, rows: torch.Tensor, cols: list[torch.Tensor], c
     for _, tiles in sorted(by_len.items(), reverse=True):
         idx = torch.tensor(tiles)
         c = torch.stack([cols[t] for t in tiles])                                  # [t, C]
-        block = s[rows[idx][:, :, None], c[:, None, :]]                             # [t, R, C]
+        extra = min(spare, s.shape[1] - c.shape[1]) if isinstance(config, Gyro) else 0
+        if extra > 0:
+            c = torch.cat([c, _spare_columns(s, rows[idx], c, extra)], dim=1)      # [t, C + extra]
+        block = s[rows[idx][:, :, None], c[:, None, :]]                             # [t, R, C (+ extra)]
         if isinstance(config, Gyro):
-            order, st = search_groups(block, config, gen, deadline, bar)
+            order, st = search_groups(block, config, gen, deadline, bar, spare=extra)
+            order = order[:, :c.shape[1] - extra]
+            if config.pair_patience:
+                order = _pair_refine(block, order, config, gen, deadline, bar, st)
         elif isinstance(config, ChannelSwap):
             order, st = swap_groups(block, config, deadline, bar)
         elif isinstance(config, RandomRestarts):
@@ -134,7 +161,8 @@ def permute_hinm(scores: torch.Tensor, pattern: HiNM, sparsity: float, config: P
             cand_cols = hinm_columns(s, rows, kept)
             if layout_retained(s, rows, cand_cols, True) > no_perm:
                 rows_used, cols = rows, cand_cols
-        cols, st = input_stage(s, rows_used, cols, config, gen, deadline, bar)
+        spare = config.spare_columns if isinstance(config, Gyro) else 0
+        cols, st = input_stage(s, rows_used, cols, config, gen, deadline, bar, spare)
         if st is not None:
             stages["input"] = st
     retained = layout_retained(s, rows_used, cols, True)

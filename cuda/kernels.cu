@@ -79,6 +79,65 @@ extern "C" __global__ void __launch_bounds__(256) transpose16(const uint16_t* __
   }
 }
 
+// LayerNorm over the features of a feature-major tensor: Y[:, m] = LN(X[:, m]) for X, Y of shape [D, M]
+// (row d of X at x + d * ldx).  Lets a model keep its residual stream in the layout our GEMM gathers from
+// (PyTorch's layer_norm normalises the last dimension only).  A block takes 32 tokens (lane = token, warps
+// stride over the features), caches its [D][32] slice in shared memory (D * 64 bytes, one read of X), then
+// mean and variance in two passes over the cached slice (fp32), then the affine output.
+template <typename T>
+__device__ __forceinline__ void layernorm_fm(const T* __restrict__ x, const T* __restrict__ gamma,
+                                             const T* __restrict__ beta, T* __restrict__ y, int D, int M, int ldx,
+                                             int ldy, float eps) {
+  extern __shared__ __align__(16) uint8_t ln_smem[];
+  T* tile = reinterpret_cast<T*>(ln_smem);   // [D][32]
+  __shared__ float part[8][32];
+  __shared__ float stat[2][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, m = blockIdx.x * 32 + lane;
+  const bool on = m < M;
+  float acc = 0.f;
+  for (int d = warp; d < D; d += 8) {
+    const T v = on ? x[(size_t)d * ldx + m] : from_float<T>(0.f);
+    tile[d * 32 + lane] = v;
+    acc += to_float(v);
+  }
+#pragma unroll
+  for (int pass = 0; pass < 2; ++pass) {   // pass 0: mean; pass 1: 1 / std from the centred values
+    part[warp][lane] = acc;
+    __syncthreads();
+    if (warp == 0) {
+      float total = 0.f;
+#pragma unroll
+      for (int w = 0; w < 8; ++w) total += part[w][lane];
+      stat[pass][lane] = pass == 0 ? total / D : rsqrtf(total / D + eps);
+    }
+    __syncthreads();
+    if (pass == 0) {
+      const float mean = stat[0][lane];
+      acc = 0.f;
+      for (int d = warp; d < D; d += 8) {
+        const float e = to_float(tile[d * 32 + lane]) - mean;
+        acc += e * e;
+      }
+    }
+  }
+  if (!on) return;
+  const float mean = stat[0][lane], rstd = stat[1][lane];
+  for (int d = warp; d < D; d += 8)
+    y[(size_t)d * ldy + m] =
+        from_float<T>((to_float(tile[d * 32 + lane]) - mean) * rstd * to_float(gamma[d]) + to_float(beta[d]));
+}
+
+extern "C" __global__ void __launch_bounds__(256) layernorm_fm_f16(const __half* x, const __half* gamma,
+                                                                  const __half* beta, __half* y, int D, int M,
+                                                                  int ldx, int ldy, float eps) {
+  layernorm_fm(x, gamma, beta, y, D, M, ldx, ldy, eps);
+}
+extern "C" __global__ void __launch_bounds__(256) layernorm_fm_bf16(const __nv_bfloat16* x, const __nv_bfloat16* gamma,
+                                                                   const __nv_bfloat16* beta, __nv_bfloat16* y, int D,
+                                                                   int M, int ldx, int ldy, float eps) {
+  layernorm_fm(x, gamma, beta, y, D, M, ldx, ldy, eps);
+}
+
 // Layout probe (tests only): one mma.sp with per-lane fragments supplied by the host, so a test can
 // confirm the A / B / metadata register layouts the format and the GEMM assume.
 extern "C" __global__ void probe_mma_sp_f16(const uint32_t* a, const uint32_t* b, const uint32_t* e, float* d) {

@@ -110,3 +110,27 @@ def _cuda_layout(x, values, meta, k_index, k_offsets, row_index, bias, out_featu
     fmt = _format(values, meta, k_index, k_offsets, row_index, out_features, in_features, tile_rows, two_four)
     y = fmt.matmul(x.t() if x_feature_major else x, bias, activation)
     return y.t().contiguous() if y_feature_major else y
+
+
+@torch.library.custom_op("sparsetrt::layer_norm_feature_major", mutates_args=())
+def layer_norm_feature_major(xt: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm over the features of a feature-major XT[D, M] (each token column normalised) → YT[D, M]:
+    keeps a residual stream in the layout the sparse layers gather from."""
+    if xt.dim() != 2 or weight.shape != (xt.shape[0],) or bias.shape != (xt.shape[0],):
+        raise ValueError(f"layer_norm_feature_major: expected XT[D, M] with weight and bias of shape (D,), got "
+                         f"{tuple(xt.shape)}, {tuple(weight.shape)}, {tuple(bias.shape)}")
+    return torch.nn.functional.layer_norm(xt.t(), (xt.shape[0],), weight, bias, eps).t().contiguous()
+
+
+@layer_norm_feature_major.register_fake
+def _(xt, weight, bias, eps):
+    return xt.new_empty(xt.shape)
+
+
+@layer_norm_feature_major.register_kernel("cuda")
+def _cuda_ln(xt, weight, bias, eps):
+    try:
+        from trt_plugins import launch
+    except ImportError:
+        return torch.nn.functional.layer_norm(xt.t(), (xt.shape[0],), weight, bias, eps).t().contiguous()
+    return launch.layer_norm_feature_major(xt, weight, bias, eps)

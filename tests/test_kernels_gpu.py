@@ -196,6 +196,28 @@ def test_feature_major_chain_without_transposes(pattern, family, rng, monkeypatc
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("d,m,pad", [(1024, 4097, 0), (200, 7, 8), (37, 1, 0), (768, 130, 3)])
+def test_layer_norm_feature_major_matches_float64(d, m, pad, dtype, rng):
+    """Our LayerNorm over the features of XT[D, M] (rows padded by `pad`), output poisoned first, against the
+    float64 reference of the same rounded inputs; odd D and M exercise the partial warps and blocks."""
+    from trt_plugins import launch
+
+    x = (torch.randn(d, m, generator=rng) * 3 + 1.5).to(dtype)     # an offset mean, as residual streams have
+    w, b = torch.randn(d, generator=rng).to(dtype), torch.randn(d, generator=rng).to(dtype)
+    xt = torch.zeros(d, m + pad, dtype=dtype, device="cuda")[:, :m]
+    xt.copy_(x.cuda())
+    out = torch.full((d, m), float("nan"), dtype=dtype, device="cuda")
+    launch.layer_norm_feature_major(xt, w.cuda(), b.cuda(), 1e-5, out=out)
+    torch.cuda.synchronize()
+    ref = torch.nn.functional.layer_norm(x.double().t(), (d,), w.double(), b.double(), 1e-5).t()
+    assert not torch.isnan(out).any(), "some outputs were never written (poison survived)"
+    err = ((out.cpu().double() - ref).norm() / ref.norm()).item()
+    assert err < REL_TOL[dtype], f"relative error {err:.3g}"
+    y = torch.ops.sparsetrt.layer_norm_feature_major(xt, w.cuda(), b.cuda(), 1e-5)   # the op runs the same kernel
+    assert torch.equal(y, out)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_sparse_linear_runs_the_kernel_on_cuda(dtype, rng):
     from trt_plugins import launch
 

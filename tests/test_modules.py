@@ -80,3 +80,13 @@ def test_feature_major_layouts_compute_the_same_function(pattern, rng):
         sparse(x, x_feature_major=True)
     with pytest.raises(ValueError, match=r"expected K=96 features as a 2-D XT"):
         sparse(x.t().reshape(96, 13, 1), x_feature_major=True)
+
+
+def test_layer_norm_feature_major_op_reference(rng):
+    """The op's reference path: LayerNorm of each column of XT equals torch's layer_norm of X; bad shapes raise."""
+    x = torch.randn(13, 96, generator=rng) * 2 + 1
+    w, b = torch.randn(96, generator=rng), torch.randn(96, generator=rng)
+    y = torch.ops.sparsetrt.layer_norm_feature_major(x.t().contiguous(), w, b, 1e-5)
+    torch.testing.assert_close(y.t(), nn.functional.layer_norm(x, (96,), w, b, 1e-5))
+    with pytest.raises(ValueError, match=r"expected XT\[D, M\] with weight and bias of shape \(D,\)"):
+        torch.ops.sparsetrt.layer_norm_feature_major(x, w, b, 1e-5)

@@ -7,6 +7,9 @@ SparseLinear at 75% HiNM (V=128) and 75% TVW (G=128), eager and as a CUDA-graph 
 
 Both models fuse q/k/v into one 1024→3072 projection.  The sparse FFN runs fc1 → fc2 without a transpose in
 between: fc1 writes its output feature-major (YT[4096, M], GELU fused) and fc2 gathers from it directly.
+The "feature-major stream" variants keep the whole residual stream as XT[1024, M]: LayerNorm over features by
+our kernel (`sparsetrt::layer_norm_feature_major`), q/k/v and fc1 read XT directly, o and fc2 write YT, so the
+only transpose left per layer is the attention output's.
 Per-layer rows time each projection alone at M = 16384 as a CUDA-graph replay (sparse qkv/o/fc1: transpose of
 X + kernel; fc2: kernel only, its input already feature-major); the whole-model rows time one forward pass,
 eager and as a graph replay.  Median of CUDA-event-timed runs after warm-up."""
@@ -54,6 +57,33 @@ class Block(nn.Module):
             ffn = self.fc2(self.act(self.fc1(x)))
         return self.ln2(x + ffn)
 
+    def forward_fm(self, xt: torch.Tensor, b: int, s: int) -> torch.Tensor:
+        """The same block on a feature-major residual stream XT[D, M] (sparse layers only)."""
+        q, k, v = self.qkv(xt, x_feature_major=True).view(b, s, 3, HEADS, D // HEADS).permute(2, 0, 3, 1, 4)
+        att = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b * s, D)
+        x1 = _ln_fm(xt + self.o(att, y_feature_major=True), self.ln1)
+        ht = self.fc1(x1, x_feature_major=True, y_feature_major=True)
+        return _ln_fm(x1 + self.fc2(ht, x_feature_major=True, y_feature_major=True), self.ln2)
+
+
+def _ln_fm(xt: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
+    return torch.ops.sparsetrt.layer_norm_feature_major(xt, ln.weight, ln.bias, ln.eps)
+
+
+class Encoder(nn.Sequential):
+    """The blocks in order; `feature_major` runs them on XT (one transpose in, one out)."""
+
+    feature_major = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.feature_major:
+            return super().forward(x)
+        b, s, d = x.shape
+        xt = x.reshape(b * s, d).t().contiguous()
+        for blk in self:
+            xt = blk.forward_fm(xt, b, s)
+        return xt.t().reshape(b, s, d)
+
 
 def sparse_formats(pattern, gen) -> dict[tuple[int, int], object]:
     """One compressed format per projection shape (random weights); layers get device copies of it."""
@@ -71,7 +101,8 @@ def sparse_layer(fmt, activation: str = "none") -> SparseLinear:
 
 
 def build(kind: str, gen) -> nn.Module:
-    model = nn.Sequential(*(Block() for _ in range(LAYERS))).half()
+    model = Encoder(*(Block() for _ in range(LAYERS))).half()
+    model.feature_major = kind.endswith(FM)
     if kind != "dense":
         fmts = sparse_formats(HiNM(vector=128) if kind.startswith("HiNM") else TVW(tile=128), gen)
         for blk in model:
@@ -82,20 +113,29 @@ def build(kind: str, gen) -> nn.Module:
     return model.cuda().eval()
 
 
+FM = "(feature-major stream)"
 LAYER_ROWS = (("qkv 1024→3072", (3 * D, D), "none"), ("o 1024→1024", (D, D), "none"),
               ("fc1 1024→4096 +GELU", (FFN, D), "gelu"), ("fc2 4096→1024", (D, FFN), "none"))
 
 
 def per_layer(kind: str, gen, warmup: int, reps: int) -> dict:
-    """Each projection alone, as the model runs it (sparse fc1 writes YT, sparse fc2 reads XT)."""
+    """Each projection alone, as the model runs it (sparse fc1 writes YT, sparse fc2 reads XT; on the
+    feature-major stream qkv and fc1 read XT and every layer but qkv writes YT)."""
     x = {k: torch.randn(BATCH * SEQ, k, device="cuda", dtype=torch.float16) for k in (D, FFN)}
-    xt_ffn = x[FFN].t().contiguous()
+    xt_ffn, xt_d = x[FFN].t().contiguous(), x[D].t().contiguous()
+    fm = kind.endswith(FM)
     rows = {}
     fmts = None if kind == "dense" else sparse_formats(HiNM(vector=128) if kind.startswith("HiNM") else TVW(tile=128), gen)
     for label, (n, k), act in LAYER_ROWS:
         if kind == "dense":
             w = torch.randn(n, k, device="cuda", dtype=torch.float16)
             fn = (lambda w=w, k=k: F.gelu(F.linear(x[k], w))) if act == "gelu" else (lambda w=w, k=k: F.linear(x[k], w))
+        elif fm:
+            layer = sparse_layer(fmts[(n, k)], act)
+            x_in, x_fm = (x[D], False) if label.startswith("o ") else (xt_d if k == D else xt_ffn, True)
+            y_fm = not label.startswith("qkv")
+            fn = lambda layer=layer, x_in=x_in, x_fm=x_fm, y_fm=y_fm: layer(  # noqa: E731
+                x_in, x_feature_major=x_fm, y_feature_major=y_fm)
         elif label.startswith("fc1"):
             layer = sparse_layer(fmts[(n, k)], act)
             fn = lambda layer=layer, k=k: layer(x[k], y_feature_major=True)  # noqa: E731
@@ -141,7 +181,7 @@ def main(argv=None) -> int:
                       "torch": torch.__version__, "command": " ".join(["python3", "tools/bench_e2e.py", *(argv if argv is not None else sys.argv[1:])]),
                       "model": f"{LAYERS} layers, d={D}, heads={HEADS}, ffn={FFN}, batch {BATCH} x seq {SEQ}, fp16"},
               "models": {}}
-    for kind in ("dense", "HiNM 75% V128", "TVW 75% G128"):
+    for kind in ("dense", "HiNM 75% V128", "TVW 75% G128", f"HiNM 75% V128 {FM}", f"TVW 75% G128 {FM}"):
         torch.manual_seed(0)
         layers = per_layer(kind, gen, args.warmup, 20)
         model = build(kind, gen)

@@ -85,7 +85,10 @@ def e2e_section(result: dict) -> list[str]:
         "SparseLinear (75%), GELU fused into fc1, and fc1 writes its output feature-major so fc2 reads it "
         "without a transpose; attention through `scaled_dot_product_attention`. Per-layer times: one "
         "projection at M = 16384 as a CUDA-graph replay (sparse qkv/o/fc1: transpose + kernel; fc2: kernel "
-        "only). Eager times include the per-call Python overhead of the custom op and the pycuda launch.", "",
+        "only). '(feature-major stream)': the residual stream kept as XT[1024, M] with our LayerNorm over features, "
+        "so only the attention output is transposed (per-layer rows as that model runs them: qkv and fc1 read XT, "
+        "o, fc1 and fc2 write YT). Eager times include the per-call Python overhead of the custom op and the "
+        "pycuda launch; they vary between runs with the host's load.", "",
         "| model | eager ms | speedup | CUDA graph ms | speedup | " + " | ".join(f"{n} ms" for n in layer_names) + " |",
         "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in layer_names) + " |",
     ]

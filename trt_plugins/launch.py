@@ -398,6 +398,36 @@ def _kernels_present() -> bool:
     return (KERNEL_DIR / FATBIN).is_file() or (KERNEL_DIR / "kernels.cu").is_file() or shutil.which("nvcc") is not None
 
 
+LAYERNORM_FM_MAX_SMEM = 200 * 1024   # the kernel caches a [D][32] slice: D <= 3200 for 16-bit data
+
+
+def layer_norm_feature_major(xt, weight, bias, eps: float, out=None):
+    """LayerNorm over the features of XT[D, M] (each column normalised), returning YT[D, M]: our kernel on CUDA
+    for fp16/bf16 (rows of XT may be padded: stride(0) >= M), else PyTorch's layer_norm on the transposed view.
+    `out`: a contiguous [D, M] tensor to write (tests poison it first)."""
+    import torch
+
+    d, m = xt.shape
+    if weight.shape != (d,) or bias.shape != (d,):
+        raise ValueError(f"layer_norm_feature_major: weight and bias must have shape ({d},) for XT[{d}, {m}], got "
+                         f"{tuple(weight.shape)} and {tuple(bias.shape)}")
+    fast = (xt.is_cuda and xt.dtype in (torch.float16, torch.bfloat16) and xt.stride(1) == 1 and m > 0
+            and d * 64 <= LAYERNORM_FM_MAX_SMEM and _kernels_present())
+    if not fast:
+        return torch.nn.functional.layer_norm(xt.t(), (d,), weight, bias, eps).t().contiguous()
+    w, b = (t.to(xt.dtype).contiguous() for t in (weight, bias))
+    yt = torch.empty(d, m, dtype=xt.dtype, device=xt.device) if out is None else out
+    if yt.shape != (d, m) or not yt.is_contiguous() or yt.dtype != xt.dtype:
+        raise ValueError(f"layer_norm_feature_major: out must be a contiguous {xt.dtype} [{d}, {m}] tensor")
+    device_index = xt.device.index or 0
+    rt = runtime(device_index)
+    fn = rt.function(f"layernorm_fm_{DTYPES[str(xt.dtype).removeprefix('torch.')]}", LAYERNORM_FM_MAX_SMEM, "PPPPiiiif")
+    with _on_side_stream(rt, device_index, None):
+        fn.prepared_async_call((-(-m // 32), 1, 1), (256, 1, 1), rt.stream, xt.data_ptr(), w.data_ptr(), b.data_ptr(),
+                               yt.data_ptr(), d, m, xt.stride(0), m, float(eps), shared_size=d * 64)
+    return yt
+
+
 def to_feature_major(x2d, pad_to: int = 8):
     """X[M, K] → XT[K, ldx] with ldx = M rounded up to `pad_to` (16-byte aligned rows for the gather).
 

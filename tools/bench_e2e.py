@@ -114,6 +114,9 @@ def build(kind: str, gen) -> nn.Module:
 
 
 FM = "(feature-major stream)"
+# (input feature-major, output feature-major) of each sparse projection as the model runs it, by stream layout
+LAYOUTS = {False: {"qkv": (False, False), "o": (False, False), "fc1": (False, True), "fc2": (True, False)},
+           True: {"qkv": (True, False), "o": (False, True), "fc1": (True, True), "fc2": (True, True)}}
 LAYER_ROWS = (("qkv 1024→3072", (3 * D, D), "none"), ("o 1024→1024", (D, D), "none"),
               ("fc1 1024→4096 +GELU", (FFN, D), "gelu"), ("fc2 4096→1024", (D, FFN), "none"))
 
@@ -130,21 +133,12 @@ def per_layer(kind: str, gen, warmup: int, reps: int) -> dict:
         if kind == "dense":
             w = torch.randn(n, k, device="cuda", dtype=torch.float16)
             fn = (lambda w=w, k=k: F.gelu(F.linear(x[k], w))) if act == "gelu" else (lambda w=w, k=k: F.linear(x[k], w))
-        elif fm:
-            layer = sparse_layer(fmts[(n, k)], act)
-            x_in, x_fm = (x[D], False) if label.startswith("o ") else (xt_d if k == D else xt_ffn, True)
-            y_fm = not label.startswith("qkv")
-            fn = lambda layer=layer, x_in=x_in, x_fm=x_fm, y_fm=y_fm: layer(  # noqa: E731
-                x_in, x_feature_major=x_fm, y_feature_major=y_fm)
-        elif label.startswith("fc1"):
-            layer = sparse_layer(fmts[(n, k)], act)
-            fn = lambda layer=layer, k=k: layer(x[k], y_feature_major=True)  # noqa: E731
-        elif label.startswith("fc2"):
-            layer = sparse_layer(fmts[(n, k)], act)
-            fn = lambda layer=layer: layer(xt_ffn, x_feature_major=True)  # noqa: E731
         else:
             layer = sparse_layer(fmts[(n, k)], act)
-            fn = lambda layer=layer, k=k: layer(x[k])  # noqa: E731
+            x_fm, y_fm = LAYOUTS[fm][label.split()[0]]
+            x_in = ({D: xt_d, FFN: xt_ffn} if x_fm else x)[k]
+            fn = lambda layer=layer, x_in=x_in, x_fm=x_fm, y_fm=y_fm: layer(  # noqa: E731
+                x_in, x_feature_major=x_fm, y_feature_major=y_fm)
         with torch.no_grad():
             rows[label] = graph_timed(fn, warmup, reps)   # GPU time of the layer, without launch overhead
     return rows

@@ -463,7 +463,7 @@ def tile_sparse_linear(x, values, meta, k_index, k_offsets, row_index, bias, out
         if x.dim() != 2:
             raise ValueError(f"x_feature_major: x must be XT[K, M] (2-D), got shape {tuple(x.shape)}")
         k, m = x.shape
-        lead = ()
+        lead = (m,)
         if m and x.stride(1) != 1:
             x = x.contiguous()
         xt = x
@@ -502,4 +502,4 @@ def tile_sparse_linear(x, values, meta, k_index, k_offsets, row_index, bias, out
                          m, k, out_features, tile_rows, k_offsets.numel() - 1)
         if out is not y:
             y.copy_(out.t())
-    return y if y_feature_major or x_feature_major else y.reshape(*lead, out_features)
+    return y if y_feature_major else y.reshape(*lead, out_features)

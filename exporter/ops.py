@@ -149,3 +149,52 @@ def _cuda_ln(xt, weight, bias, eps):
     except ImportError:
         return _layer_norm_reference(xt, weight, bias, eps)
     return launch.layer_norm_feature_major(xt, weight, bias, eps)
+
+
+@torch.library.custom_op("sparsetrt::add_layer_norm", mutates_args=())
+def add_layer_norm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor,
+                   eps: float, feature_major: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Y, YT) with Y = LayerNorm(x + residual) over the last dimension of token-major x[..., D] and, when
+    `feature_major`, YT[D, M] = the same values feature-major (M tokens; else an empty tensor): a post-LN block's
+    residual stream and the next sparse layer's input from one kernel on CUDA.  x + residual is rounded to x's
+    dtype first, as `ln(x + r)` on such tensors does; statistics in fp32."""
+    _check_add_layer_norm(x, residual, weight, bias)
+    return _add_layer_norm_reference(x, residual, weight, bias, eps, feature_major)
+
+
+def _check_add_layer_norm(x, residual, weight, bias) -> None:
+    d = x.shape[-1] if x.dim() else 0
+    if x.dim() < 1 or weight.shape != (d,) or bias.shape != (d,):
+        raise ValueError(f"add_layer_norm: expected x[..., D] with weight and bias of shape (D,), got "
+                         f"{tuple(x.shape)}, {tuple(weight.shape)}, {tuple(bias.shape)}")
+    if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype):
+        raise ValueError(f"add_layer_norm: residual must match x ({tuple(x.shape)}, {x.dtype}), got "
+                         f"{tuple(residual.shape)}, {residual.dtype}")
+
+
+def _add_layer_norm_reference(x, residual, weight, bias, eps, feature_major):
+    d = x.shape[-1]
+    s = x if residual is None else x + residual
+    y = torch.nn.functional.layer_norm(s.float(), (d,), weight.float(), bias.float(), eps).to(x.dtype)
+    yt = y.reshape(-1, d).t().contiguous() if feature_major else x.new_empty(0)
+    return y, yt
+
+
+@add_layer_norm.register_fake
+def _(x, residual, weight, bias, eps, feature_major):
+    _check_add_layer_norm(x, residual, weight, bias)
+    d = x.shape[-1]
+    return x.new_empty(x.shape), (x.new_empty(d, x.numel() // d) if feature_major else x.new_empty(0))
+
+
+@add_layer_norm.register_kernel("cuda")
+def _cuda_add_ln(x, residual, weight, bias, eps, feature_major):
+    _check_add_layer_norm(x, residual, weight, bias)
+    try:
+        from trt_plugins import launch
+    except ImportError:
+        launch = None
+    if launch is None or not launch.add_layer_norm_supported(x, residual):
+        return _add_layer_norm_reference(x, residual, weight, bias, eps, feature_major)
+    y, yt = launch.add_layer_norm(x, residual, weight, bias, eps, feature_major)
+    return y, (yt if yt is not None else x.new_empty(0))

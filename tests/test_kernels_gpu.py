@@ -218,6 +218,38 @@ def test_layer_norm_feature_major_matches_float64(d, m, pad, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("m,d,residual,fm", [(4097, 1024, True, True), (7, 264, True, True), (1, 8, False, True),
+                                             (129, 2048, True, False), (16, 768, False, True), (300, 200, True, True)])
+def test_add_layer_norm_matches_float64(m, d, residual, fm, dtype, rng):
+    """Residual add + LayerNorm written token-major and feature-major by one kernel (outputs poisoned first),
+    against float64 LayerNorm of the sum rounded to the dtype (what the kernel normalises), for every block size;
+    M tails (1, 7, 129, 4097 tokens: partial blocks and 8-token chunks), D from 8 to 2048 (the four kernel
+    widths), with and without residual."""
+    from trt_plugins import launch
+
+    x = (torch.randn(m, d, generator=rng) * 3 + 1.5).to(dtype)   # an offset mean, as residual streams have
+    r = torch.randn(m, d, generator=rng).to(dtype) if residual else None
+    w, b = torch.randn(d, generator=rng).to(dtype), torch.randn(d, generator=rng).to(dtype)
+    xc, rc = x.cuda(), (r.cuda() if residual else None)
+    s = (x.float() + r.float()).to(dtype).double() if residual else x.double()
+    ref = torch.nn.functional.layer_norm(s, (d,), w.double(), b.double(), 1e-5)
+    for tok in launch.ADD_LN_TOKENS:   # every block size (the tile shrinks for wide D)
+        out = torch.full((m, d), float("nan"), dtype=dtype, device="cuda")
+        out_t = torch.full((d, m), float("nan"), dtype=dtype, device="cuda") if fm else None
+        launch.add_layer_norm(xc, rc, w.cuda(), b.cuda(), 1e-5, feature_major=fm, out=out, out_t=out_t,
+                              tokens_per_block=tok)
+        torch.cuda.synchronize()
+        for got in (out.cpu(),) + ((out_t.cpu().t(),) if fm else ()):
+            assert not torch.isnan(got).any(), f"tokens_per_block={tok}: some outputs never written (poison survived)"
+            err = ((got.double() - ref).norm() / ref.norm()).item()
+            assert err < REL_TOL[dtype], f"tokens_per_block={tok}: relative error {err:.3g}"
+        if fm:
+            assert torch.equal(out_t.cpu().t(), out.cpu()), "the two layouts must hold the same values"
+    y, yt = torch.ops.sparsetrt.add_layer_norm(xc, rc, w.cuda(), b.cuda(), 1e-5, fm)   # the op runs the same kernel
+    assert torch.equal(y, out) and (torch.equal(yt, out_t) if fm else yt.numel() == 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_sparse_linear_runs_the_kernel_on_cuda(dtype, rng):
     from trt_plugins import launch
 

@@ -82,6 +82,26 @@ def test_feature_major_layouts_compute_the_same_function(pattern, rng):
         sparse(x.t().reshape(96, 13, 1), x_feature_major=True)
 
 
+def test_add_layer_norm_op_reference(rng):
+    """The op's reference path: LayerNorm of x + residual (the sum rounded to the dtype) in both layouts; no
+    residual is a plain LayerNorm; bad weights or residuals raise naming the op."""
+    x, r = (torch.randn(3, 5, 40, generator=rng).half() for _ in range(2))
+    w, b = torch.randn(40, generator=rng), torch.randn(40, generator=rng)
+    y, yt = torch.ops.sparsetrt.add_layer_norm(x, r, w, b, 1e-5, True)
+    ref = nn.functional.layer_norm((x + r).double(), (40,), w.double(), b.double(), 1e-5)
+    assert y.dtype == torch.float16 and yt.shape == (40, 15)
+    torch.testing.assert_close(y.double(), ref, atol=4e-3, rtol=4e-3)
+    assert torch.equal(yt.t().reshape(3, 5, 40), y)
+    y0, empty = torch.ops.sparsetrt.add_layer_norm(x, None, w, b, 1e-5, False)
+    torch.testing.assert_close(y0.double(), nn.functional.layer_norm(x.double(), (40,), w.double(), b.double(), 1e-5),
+                               atol=4e-3, rtol=4e-3)
+    assert empty.numel() == 0
+    with pytest.raises(ValueError, match=r"add_layer_norm: expected x\[\.\.\., D\] with weight and bias of shape"):
+        torch.ops.sparsetrt.add_layer_norm(x, r, w[:8], b, 1e-5, True)
+    with pytest.raises(ValueError, match=r"add_layer_norm: residual must match x"):
+        torch.ops.sparsetrt.add_layer_norm(x, r[:1], w, b, 1e-5, True)
+
+
 def test_layer_norm_feature_major_op_reference(rng):
     """The op's reference path: LayerNorm of each column of XT equals torch's layer_norm of X; bad shapes raise."""
     x = torch.randn(13, 96, generator=rng) * 2 + 1

@@ -9,7 +9,10 @@ Both models fuse q/k/v into one 1024→3072 projection.  The sparse FFN runs fc1
 between: fc1 writes its output feature-major (YT[4096, M], GELU fused) and fc2 gathers from it directly.
 The "feature-major stream" variants keep the whole residual stream as XT[1024, M]: LayerNorm over features by
 our kernel (`sparsetrt::layer_norm_feature_major`), q/k/v and fc1 read XT directly, o and fc2 write YT, so the
-only transpose left per layer is the attention output's.
+only transpose left per layer is the attention output's.  The "fused add+LN" variants keep the stream token-major
+but run each residual add + LayerNorm as one kernel of ours (`sparsetrt::add_layer_norm`) that also writes the
+result feature-major, so q/k/v and fc1 read XT without a transpose; the dense model with the same kernel (token-major
+output only) is measured too, so the gain the fusion gives both models is visible.
 Per-layer rows time each projection alone at M = 16384 as a CUDA-graph replay (sparse qkv/o/fc1: transpose of
 X + kernel; fc2: kernel only, its input already feature-major); the whole-model rows time one forward pass,
 eager and as a graph replay.  Median of CUDA-event-timed runs after warm-up."""
@@ -57,6 +60,22 @@ class Block(nn.Module):
             ffn = self.fc2(self.act(self.fc1(x)))
         return self.ln2(x + ffn)
 
+    def forward_fused(self, x: torch.Tensor, xt: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The block with each residual add + LayerNorm as one kernel (`sparsetrt::add_layer_norm`).  Sparse
+        models (xt given: XT[D, M] of x) get each LayerNorm's output in both layouts, so q/k/v and fc1 read XT
+        without a transpose; the dense model (xt None) gets the token-major output only."""
+        b, s, _ = x.shape
+        sparse = xt is not None
+        h = self.qkv(xt, x_feature_major=True) if sparse else self.qkv(x)
+        q, k, v = h.view(b, s, 3, HEADS, D // HEADS).permute(2, 0, 3, 1, 4)
+        att = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, s, D)
+        x1, x1t = _add_ln(x, self.o(att), self.ln1, sparse)
+        if sparse:
+            ffn = self.fc2(self.fc1(x1t, x_feature_major=True, y_feature_major=True), x_feature_major=True).view(b, s, D)
+        else:
+            ffn = self.fc2(self.act(self.fc1(x1)))
+        return _add_ln(x1, ffn, self.ln2, sparse)
+
     def forward_fm(self, xt: torch.Tensor, b: int, s: int) -> torch.Tensor:
         """The same block on a feature-major residual stream XT[D, M] (sparse layers only)."""
         q, k, v = self.qkv(xt, x_feature_major=True).view(b, s, 3, HEADS, D // HEADS).permute(2, 0, 3, 1, 4)
@@ -70,12 +89,25 @@ def _ln_fm(xt: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
     return torch.ops.sparsetrt.layer_norm_feature_major(xt, ln.weight, ln.bias, ln.eps)
 
 
+def _add_ln(x: torch.Tensor, r: torch.Tensor, ln: nn.LayerNorm, feature_major: bool):
+    y, yt = torch.ops.sparsetrt.add_layer_norm(x, r, ln.weight, ln.bias, ln.eps, feature_major)
+    return y, (yt if feature_major else None)
+
+
 class Encoder(nn.Sequential):
-    """The blocks in order; `feature_major` runs them on XT (one transpose in, one out)."""
+    """The blocks in order; `feature_major` runs them on XT (one transpose in, one out); `fused` with the
+    add + LayerNorm kernel (sparse models: one transpose of the input for the first block's q/k/v)."""
 
     feature_major = False
+    fused = False
+    sparse = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            xt = x.reshape(-1, D).t().contiguous() if self.sparse else None
+            for blk in self:
+                x, xt = blk.forward_fused(x, xt)
+            return x
         if not self.feature_major:
             return super().forward(x)
         b, s, d = x.shape
@@ -103,7 +135,8 @@ def sparse_layer(fmt, activation: str = "none") -> SparseLinear:
 def build(kind: str, gen) -> nn.Module:
     model = Encoder(*(Block() for _ in range(LAYERS))).half()
     model.feature_major = kind.endswith(FM)
-    if kind != "dense":
+    model.fused, model.sparse = kind.endswith(FUSED), not kind.startswith("dense")
+    if model.sparse:
         fmts = sparse_formats(HiNM(vector=128) if kind.startswith("HiNM") else TVW(tile=128), gen)
         for blk in model:
             for name in ("qkv", "o", "fc2"):
@@ -114,28 +147,35 @@ def build(kind: str, gen) -> nn.Module:
 
 
 FM = "(feature-major stream)"
+FUSED = "(fused add+LN)"
 # (input feature-major, output feature-major) of each sparse projection as the model runs it, by stream layout
-LAYOUTS = {False: {"qkv": (False, False), "o": (False, False), "fc1": (False, True), "fc2": (True, False)},
-           True: {"qkv": (True, False), "o": (False, True), "fc1": (True, True), "fc2": (True, True)}}
+LAYOUTS = {"token": {"qkv": (False, False), "o": (False, False), "fc1": (False, True), "fc2": (True, False)},
+           FM: {"qkv": (True, False), "o": (False, True), "fc1": (True, True), "fc2": (True, True)},
+           FUSED: {"qkv": (True, False), "o": (False, False), "fc1": (True, True), "fc2": (True, False)}}
+
+
+def stream(kind: str) -> str:
+    return next((s for s in (FM, FUSED) if kind.endswith(s)), "token")
 LAYER_ROWS = (("qkv 1024→3072", (3 * D, D), "none"), ("o 1024→1024", (D, D), "none"),
               ("fc1 1024→4096 +GELU", (FFN, D), "gelu"), ("fc2 4096→1024", (D, FFN), "none"))
 
 
 def per_layer(kind: str, gen, warmup: int, reps: int) -> dict:
     """Each projection alone, as the model runs it (sparse fc1 writes YT, sparse fc2 reads XT; on the
-    feature-major stream qkv and fc1 read XT and every layer but qkv writes YT)."""
+    feature-major stream qkv and fc1 read XT and every layer but qkv writes YT; with the fused add+LN qkv and
+    fc1 read XT)."""
     x = {k: torch.randn(BATCH * SEQ, k, device="cuda", dtype=torch.float16) for k in (D, FFN)}
     xt_ffn, xt_d = x[FFN].t().contiguous(), x[D].t().contiguous()
-    fm = kind.endswith(FM)
+    layouts = LAYOUTS[stream(kind)]
     rows = {}
-    fmts = None if kind == "dense" else sparse_formats(HiNM(vector=128) if kind.startswith("HiNM") else TVW(tile=128), gen)
+    fmts = None if kind.startswith("dense") else sparse_formats(HiNM(vector=128) if kind.startswith("HiNM") else TVW(tile=128), gen)
     for label, (n, k), act in LAYER_ROWS:
-        if kind == "dense":
+        if kind.startswith("dense"):
             w = torch.randn(n, k, device="cuda", dtype=torch.float16)
             fn = (lambda w=w, k=k: F.gelu(F.linear(x[k], w))) if act == "gelu" else (lambda w=w, k=k: F.linear(x[k], w))
         else:
             layer = sparse_layer(fmts[(n, k)], act)
-            x_fm, y_fm = LAYOUTS[fm][label.split()[0]]
+            x_fm, y_fm = layouts[label.split()[0]]
             x_in = ({D: xt_d, FFN: xt_ffn} if x_fm else x)[k]
             fn = lambda layer=layer, x_in=x_in, x_fm=x_fm, y_fm=y_fm: layer(  # noqa: E731
                 x_in, x_feature_major=x_fm, y_feature_major=y_fm)
@@ -175,7 +215,9 @@ def main(argv=None) -> int:
                       "torch": torch.__version__, "command": " ".join(["python3", "tools/bench_e2e.py", *(argv if argv is not None else sys.argv[1:])]),
                       "model": f"{LAYERS} layers, d={D}, heads={HEADS}, ffn={FFN}, batch {BATCH} x seq {SEQ}, fp16"},
               "models": {}}
-    for kind in ("dense", "HiNM 75% V128", "TVW 75% G128", f"HiNM 75% V128 {FM}", f"TVW 75% G128 {FM}"):
+    kinds = ("dense", "HiNM 75% V128", "TVW 75% G128", f"HiNM 75% V128 {FM}", f"TVW 75% G128 {FM}",
+             f"dense {FUSED}", f"HiNM 75% V128 {FUSED}", f"TVW 75% G128 {FUSED}")
+    for kind in kinds:
         torch.manual_seed(0)
         layers = per_layer(kind, gen, args.warmup, 20)
         model = build(kind, gen)
@@ -184,10 +226,11 @@ def main(argv=None) -> int:
         print(json.dumps({kind: result["models"][kind]}), flush=True)
         del model
         torch.cuda.empty_cache()
-    dense = result["models"]["dense"]
+    dense, dense_fused = result["models"]["dense"], result["models"][f"dense {FUSED}"]
     for r in result["models"].values():
         r["speedup_eager"] = dense["eager_ms"] / r["eager_ms"]
         r["speedup_graph"] = dense["graph_ms"] / r["graph_ms"]
+        r["speedup_graph_vs_dense_fused"] = dense_fused["graph_ms"] / r["graph_ms"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_e2e.json").write_text(json.dumps(result, indent=1))

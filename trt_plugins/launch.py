@@ -428,6 +428,74 @@ def layer_norm_feature_major(xt, weight, bias, eps: float, out=None):
     return yt
 
 
+ADD_LN_VECS = (1, 2, 4, 8)   # kernel variants: 16-byte vectors per lane per row, D <= 256 * v
+ADD_LN_TOKENS = (8, 16, 32, 64)   # kernel variants: tokens per block (= length of each YT row run it writes)
+ADD_LN_MAX_SMEM = 100 * 1024      # the [tokens][D/2 + 1] word tile of one block
+
+
+def add_layer_norm_supported(x, residual=None) -> bool:
+    """True when `add_layer_norm`'s kernel runs this call: CUDA fp16/bf16, D % 8 == 0, D <= 2048, contiguous
+    16-byte aligned x (and residual).  Else the op computes the reference (exporter.ops)."""
+    import torch
+
+    d = x.shape[-1] if x.dim() else 0
+    ins = (x,) if residual is None else (x, residual)
+    return (x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and d % 8 == 0 and 0 < d <= 256 * ADD_LN_VECS[-1]
+            and x.numel() > 0 and all(t.is_contiguous() and t.data_ptr() % 16 == 0 for t in ins)
+            and _kernels_present())
+
+
+def add_layer_norm(x, residual, weight, bias, eps: float, feature_major: bool = True, out=None, out_t=None,
+                   tokens_per_block: int | None = None):
+    """Y = LayerNorm(x + residual) over the last dimension of token-major x[..., D] (residual may be None) by our
+    kernel, and with `feature_major` also YT[D, M] (M = tokens), the layout the next sparse layer gathers from:
+    one kernel instead of an add, a LayerNorm and a transpose.  Returns (Y, YT or None).  x + residual is
+    rounded to x's dtype before the statistics, as PyTorch's `ln(x + r)` does.  Only for calls that
+    `add_layer_norm_supported` accepts (the op `sparsetrt::add_layer_norm` checks and falls back).
+    `out` / `out_t`: tensors to write (tests poison them first).  `tokens_per_block`: one of ADD_LN_TOKENS
+    (default: env SPARSETRT_LN_TOKENS, else 16, the fastest at M = 16384, D = 1024 on an H200), lowered while the shared tile of its
+    kernel width would exceed ADD_LN_MAX_SMEM."""
+    import torch
+
+    d = x.shape[-1]
+    if not add_layer_norm_supported(x, residual):
+        raise ValueError(f"add_layer_norm: the kernel needs CUDA fp16/bf16, D % 8 == 0, D <= {256 * ADD_LN_VECS[-1]} "
+                         f"and contiguous 16-byte aligned inputs; got {tuple(x.shape)} {x.dtype} on {x.device}")
+    if weight.shape != (d,) or bias.shape != (d,):
+        raise ValueError(f"add_layer_norm: weight and bias must have shape ({d},) for x of shape {tuple(x.shape)}, got "
+                         f"{tuple(weight.shape)} and {tuple(bias.shape)}")
+    if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype):
+        raise ValueError(f"add_layer_norm: residual must match x ({tuple(x.shape)}, {x.dtype}), got "
+                         f"{tuple(residual.shape)}, {residual.dtype}")
+    m = x.numel() // d
+    y = torch.empty_like(x) if out is None else out
+    yt = (torch.empty(d, m, dtype=x.dtype, device=x.device) if out_t is None else out_t) if feature_major else None
+    if y.shape != x.shape or not y.is_contiguous() or y.dtype != x.dtype or y.data_ptr() % 16:
+        raise ValueError(f"add_layer_norm: out must be a contiguous, 16-byte aligned {x.dtype} tensor of shape {tuple(x.shape)}")
+    if yt is not None and (yt.shape != (d, m) or not yt.is_contiguous() or yt.dtype != x.dtype):
+        raise ValueError(f"add_layer_norm: out_t must be a contiguous {x.dtype} [{d}, {m}] tensor")
+    # 16-byte loads of gamma and beta: copy a parameter that is a view at an odd offset
+    w, b = (t.to(x.dtype).contiguous() if t.data_ptr() % 16 == 0 else t.to(x.dtype).clone() for t in (weight, bias))
+    vec = next(v for v in ADD_LN_VECS if 256 * v >= d)
+    tok = int(tokens_per_block or os.environ.get("SPARSETRT_LN_TOKENS", 16))
+    if tok not in ADD_LN_TOKENS:
+        raise ValueError(f"add_layer_norm: tokens_per_block must be one of {ADD_LN_TOKENS}, got {tok}")
+    # sized for the variant's widest D, so the opt-in set at its first launch covers every D it serves
+    while tok > ADD_LN_TOKENS[0] and tok * (128 * vec + 1) * 4 > ADD_LN_MAX_SMEM:
+        tok //= 2
+    device_index = x.device.index or 0
+    rt = runtime(device_index)
+    shared = tok * (d // 2 + 1) * 4 if yt is not None else 0   # the [tokens][D/2 + 1] word tile
+    fn = rt.function(f"add_layernorm_{DTYPES[str(x.dtype).removeprefix('torch.')]}_v{vec}_t{tok}",
+                     tok * (128 * vec + 1) * 4, "PPPPPPiiif")
+    with _on_side_stream(rt, device_index, None):
+        fn.prepared_async_call((-(-m // tok), 1, 1), (256, 1, 1), rt.stream, x.data_ptr(),
+                               residual.data_ptr() if residual is not None else 0, w.data_ptr(), b.data_ptr(),
+                               y.data_ptr(), yt.data_ptr() if yt is not None else 0, m, d, m, float(eps),
+                               shared_size=shared)
+    return y, yt
+
+
 def to_feature_major(x2d, pad_to: int = 8):
     """X[M, K] → XT[K, ldx] with ldx = M rounded up to `pad_to` (16-byte aligned rows for the gather).
 

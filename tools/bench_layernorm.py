@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Our fused residual add + LayerNorm (`trt_plugins.launch.add_layer_norm`) against PyTorch's add + LayerNorm
-(and + our transpose, what the sparse encoder otherwise runs), for every block size, as CUDA-graph replays:
+(and + our transpose, what the sparse encoder otherwise runs), for every block size, and one dense encoder block of
+tools/bench_e2e.py with and without it, as CUDA-graph replays:
 
     python3 tools/bench_layernorm.py [--m 16384] [--d 1024]
 
@@ -40,6 +41,13 @@ def main(argv=None) -> int:
         for tok in launch.ADD_LN_TOKENS:
             res[f"ours both layouts, {tok} tokens/block"] = graph_timed(
                 lambda tok=tok: launch.add_layer_norm(x, r, ln.weight, ln.bias, 1e-5, True, tokens_per_block=tok), 5, 50)
+        import tools.bench_e2e as e2e
+
+        if args.d == e2e.D:   # one dense BERT-large block (batch 32 x 512) with PyTorch's add + LayerNorm and with ours
+            blk = e2e.Block().half().cuda().eval()
+            xb = torch.randn(e2e.BATCH, e2e.SEQ, e2e.D, device="cuda", dtype=torch.float16)
+            res["dense encoder block, PyTorch add+LN"] = graph_timed(lambda: blk(xb), 5, 30)
+            res["dense encoder block, our add+LN"] = graph_timed(lambda: blk.forward_fused(xb, None), 5, 30)
     for k, v in res.items():
         print(f"{k:40s} {v * 1e3:8.1f} us")
     print("fastest block size:", min(launch.ADD_LN_TOKENS, key=lambda t: res[f"ours both layouts, {t} tokens/block"]))

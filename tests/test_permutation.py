@@ -30,6 +30,7 @@ from exporter.permute.gyro import (
     _join_costs,
     _pair_gain,
     _quad_gain,
+    _round_weight,
     _start_order,
     _thresholds,
     initial_groups,
@@ -125,6 +126,24 @@ def test_output_search_never_loses_and_is_deterministic(kmeans):
     assert st.after > st.before == pytest.approx(float(vector_retained(s[start].sum(1), 128).sum()))
     assert st.after == pytest.approx(float(vector_retained(s[rows].sum(1), 128).sum()))
     assert torch.equal(torch.sort(rows.reshape(-1)).values, torch.arange(512))        # still a permutation
+
+
+def test_patience_by_rows_counts_released_rows():
+    """With patience_by_rows a round without gain uses up the share of max_released rows it released, so a
+    layer with few tiles searches longer; a round that releases max_released rows counts 1 either way."""
+    assert _round_weight(4, 12, Gyro()) == pytest.approx(0.5)
+    assert _round_weight(2, 48, Gyro()) == 1.0 and _round_weight(8, 48, Gyro()) == 1.0
+    assert _round_weight(1, 12, Gyro(patience_by_rows=False)) == 1.0
+    s = two_four_profile(weights("student_t", (256, 128), 3).abs().double(), 64)
+    start = torch.randperm(256, generator=torch.Generator().manual_seed(2)).view(4, 64)
+    def run(**kw):
+        return search_rows(s, 64, 64, Gyro(patience=4, schedule=(1,), **kw), layer_generator(0, "r"), Deadline(None),
+                           order=start)
+    (rows_r, st_r), (_, st_n) = run(), run(patience_by_rows=False)
+    assert st_r.rounds > st_n.rounds and st_r.after > st_r.before and st_n.after > st_n.before
+    assert torch.equal(torch.sort(rows_r.reshape(-1)).values, torch.arange(256))
+    # 4 tiles × e=1 = max_released rows per round: both counts are the same search
+    assert torch.equal(run(max_released=4)[0], run(max_released=4, patience_by_rows=False)[0])
 
 
 @pytest.mark.parametrize("cfg", [Gyro(objective="vector"), Gyro(kmeans=True, schedule=(8, 1, 4, 1, 2, 1, 1)),
@@ -341,6 +360,8 @@ def test_bad_input_names_layer_and_option():
         Gyro(group_init="random")
     with pytest.raises(PatternError, match="Gyro.objective"):
         Gyro(objective="2:4")
+    with pytest.raises(PatternError, match="Gyro.patience_by_rows must be True or False"):
+        Gyro(patience_by_rows=1)
     with pytest.raises(PatternError, match="Gyro.output_min_gain"):
         Gyro(output_min_gain=1.5)
     with pytest.raises(PatternError, match="Gyro.max_released"):

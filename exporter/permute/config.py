@@ -83,6 +83,9 @@ class Gyro(PermutationConfig):
     e random rows; cost[i, j] = column-vector saliency kept when released row j joins tile i's remaining
     rows; a linear assignment gives every tile e released rows back; keep the round only if the total kept
     saliency grows} until `patience` rounds in a row bring no gain.  The schedule is walked `passes` times.
+    With `patience_by_rows` (the default) a round counts as the share e·T / `max_released` of a round: a
+    round that releases fewer rows (few tiles, small e) examines fewer rows and costs much less, so the
+    768-row layers (12 blocks) get 2–8× more of their cheap rounds; False counts every round as one.
     `kmeans=True` is the authors' variant: the released rows are first grouped by balanced k-means
     (`kmeans_iters` iterations) into one cluster per tile, and whole clusters are assigned.  With
     `objective="two_four"` (the default; patterns with a 2:4 level only) the column sums are taken over
@@ -112,14 +115,15 @@ gap closed for several times the search time.
     would otherwise dominate the run time).  `max_rounds` caps the rounds of each stage per layer."""
 
     schedule: tuple[int, ...] = (4, 2, 1)
-    patience: int = 10
+    patience: int = 15
+    patience_by_rows: bool = True
     passes: int = 1
     max_released: int = 96
     kmeans: bool = False
     kmeans_iters: int = 8
     objective: str = "two_four"
     output_min_gain: float = 5e-6
-    input_patience: int = 4
+    input_patience: int = 3
     lsa_groups: int = 96
     spare_columns: int = 96
     pair_patience: int = 0
@@ -153,5 +157,7 @@ gap closed for several times the search time.
         _check("Gyro", "group_init", self.group_init in ("pairs", "identity"), self.group_init,
                "'pairs' (constructed start for the 2:4 grouping) or 'identity' (kept columns in ascending order)")
         _check("Gyro", "kmeans", isinstance(self.kmeans, bool), self.kmeans, "True or False")
+        _check("Gyro", "patience_by_rows", isinstance(self.patience_by_rows, bool), self.patience_by_rows,
+               "True or False")
         _check("Gyro", "output/input", self.output or self.input, (self.output, self.input),
                "at least one enabled stage")

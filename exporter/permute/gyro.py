@@ -131,6 +131,14 @@ class _Tiles:
         return gain
 
 
+def _round_weight(e: int, tiles: int, cfg: Gyro) -> float:
+    """How much one round without gain uses up of `patience`: 1, or with `patience_by_rows` the share of
+    `max_released` rows it released.  A round on a layer with few tiles (or at a small e) examines fewer
+    rows and costs much less (a small assignment), so it should not end the search as soon as a full one:
+    counting rows gives the cheap 768-row layers several times more rounds for little time."""
+    return min(1.0, e * tiles / cfg.max_released) if cfg.patience_by_rows else 1.0
+
+
 def search_rows(scores: torch.Tensor, tile_rows: int, kept: int, cfg: Gyro, gen: torch.Generator,
                 deadline: Deadline, bar=None, order: torch.Tensor | None = None) -> tuple[torch.Tensor, SearchStats]:
     """Output-channel permutation.  scores [N, K] float64; returns the rows of every tile [N/R, R] and stats
@@ -150,12 +158,12 @@ def search_rows(scores: torch.Tensor, tile_rows: int, kept: int, cfg: Gyro, gen:
             # k-means assigns one cluster per tile (a T×T assignment); single rows are capped at max_released
             # per round in all, which keeps the (T·e)×(T·e) assignment cheap on layers with many tiles
             e = min(num_ext, tile_rows) if cfg.kmeans else max(1, min(num_ext, tile_rows, cfg.max_released // tiles))
-            fails = 0
+            fails, cost = 0.0, _round_weight(e, tiles, cfg)
             while fails < cfg.patience and stats.rounds < cfg.max_rounds and not deadline.expired():
                 stats.rounds += 1
                 gain = state.round(e, cfg, gen)
                 stats.accepted += gain > 0
-                fails = 0 if gain > state.total * cfg.output_min_gain else fails + 1
+                fails = 0.0 if gain > state.total * cfg.output_min_gain else fails + cost
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix_str(f"out e={e} kept={state.total:.4g}", refresh=False)

@@ -453,8 +453,8 @@ def add_layer_norm(x, residual, weight, bias, eps: float, feature_major: bool = 
     rounded to x's dtype before the statistics, as PyTorch's `ln(x + r)` does.  Only for calls that
     `add_layer_norm_supported` accepts (the op `sparsetrt::add_layer_norm` checks and falls back).
     `out` / `out_t`: tensors to write (tests poison them first).  `tokens_per_block`: one of ADD_LN_TOKENS
-    (default: env SPARSETRT_LN_TOKENS, else 16, the fastest at M = 16384, D = 1024 on an H200), lowered while the shared tile of its
-    kernel width would exceed ADD_LN_MAX_SMEM."""
+    (default: env SPARSETRT_LN_TOKENS, else 16, the fastest at M = 16384, D = 1024 on an H200), lowered while
+    the shared tile of its kernel width would exceed ADD_LN_MAX_SMEM."""
     import torch
 
     d = x.shape[-1]
@@ -480,14 +480,17 @@ def add_layer_norm(x, residual, weight, bias, eps: float, feature_major: bool = 
     tok = int(tokens_per_block or os.environ.get("SPARSETRT_LN_TOKENS", 16))
     if tok not in ADD_LN_TOKENS:
         raise ValueError(f"add_layer_norm: tokens_per_block must be one of {ADD_LN_TOKENS}, got {tok}")
+    def tile_bytes(tokens: int, width: int) -> int:   # the [tokens][width/2 + 1] word tile of one block
+        return tokens * (width // 2 + 1) * 4
+
     # sized for the variant's widest D, so the opt-in set at its first launch covers every D it serves
-    while tok > ADD_LN_TOKENS[0] and tok * (128 * vec + 1) * 4 > ADD_LN_MAX_SMEM:
+    while tok > ADD_LN_TOKENS[0] and tile_bytes(tok, 256 * vec) > ADD_LN_MAX_SMEM:
         tok //= 2
     device_index = x.device.index or 0
     rt = runtime(device_index)
-    shared = tok * (d // 2 + 1) * 4 if yt is not None else 0   # the [tokens][D/2 + 1] word tile
+    shared = tile_bytes(tok, d) if yt is not None else 0
     fn = rt.function(f"add_layernorm_{DTYPES[str(x.dtype).removeprefix('torch.')]}_v{vec}_t{tok}",
-                     tok * (128 * vec + 1) * 4, "PPPPPPiiif")
+                     tile_bytes(tok, 256 * vec), "PPPPPPiiif")
     with _on_side_stream(rt, device_index, None):
         fn.prepared_async_call((-(-m // tok), 1, 1), (256, 1, 1), rt.stream, x.data_ptr(),
                                residual.data_ptr() if residual is not None else 0, w.data_ptr(), b.data_ptr(),

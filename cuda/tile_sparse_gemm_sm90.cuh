@@ -57,6 +57,22 @@ __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
 __device__ __forceinline__ void cp_async_arrive_noinc(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
+// Tensor-memory-accelerator copies (sm_90): a 2-D box of a tensor map, or a contiguous run of bytes, into shared
+// memory; completion counts bytes on `bar` (complete_tx), announced beforehand with mbar_expect_tx.
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.expect_tx.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const void* tmap, int c0, int c1, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"(tmap), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+               "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
+}
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
@@ -185,12 +201,35 @@ struct Schedule {
 // Producer warpgroup: per stage, A (4 or 2 chunks per thread), E (first BM/2 threads), B (16 rows per warp).
 // `it` counts stages across the CTA's items (stage buffer it % kStages, phase (it / kStages) & 1).
 // kAblate (timing experiments only, tools/ablate_sm90.py; the shipped kernels use 0): 1 = no B gather,
-// 2 = no wgmma.  Leaving one side out and timing the rest shows which side bounds the kernel.
+// 2 = no wgmma, 3 = no A (compressed values) loads.  Leaving one side out and timing the rest shows which side bounds the kernel.
 // ---------------------------------------------------------------------------------------------------
-template <typename T, int BM, int kAblate>
+// How a stage's compressed values (A) and metadata (E) reach shared memory:
+//   kLoadCpAsync  every producer thread cp.asyncs its 16-byte chunks (any tile; the path before 2026-12-02)
+//   kLoadTmaA     one thread per producer warpgroup: A as a box of a tensor map (16 values x BM rows; the map's 32-byte
+//                 swizzle is the layout wgmma reads, and its zero fill covers an odd last stage), E as bulk copies.
+//                 It takes A and E off the load/store path that the activation gather saturates: 4-9% faster at the
+//                 large shapes (H200, docs/KERNEL_NOTES.md).  The map views the values as [tiles * tile_rows, kept / 2],
+//                 so it serves formats whose tiles all keep the same `kept` columns (HiNM).
+//   kLoadTmaAHalfB / kLoadTmaAll   timing experiments (tools/ablate_sm90.py): also half / all of the gathered rows
+//                 as 64-token TMA boxes of a map over XT; correct, but 1.4-2.7x slower (small boxes are slow)
+// The shipped kernels pick kLoadTmaA or kLoadCpAsync per launch (tile_sparse_gemm_sm90).
+enum LoadMode : int { kLoadCpAsync = 0, kLoadTmaA = 1, kLoadTmaAHalfB = 2, kLoadTmaAll = 3 };
+// A CUtensorMap's 128 bytes (cuTensorMapEncodeTiled, trt_plugins/launch.py): passed by value as a __grid_constant__
+// kernel parameter, so a launch needs no device memory for it and a captured CUDA graph keeps its own copy.
+struct alignas(64) TensorMap {
+  uint64_t opaque[16];
+};
+struct TmaMaps {
+  const void* a = nullptr;   // values map (kLoadTmaA); null: every item loads A with cp.async
+  int kept = 0;              // the kept count per tile the values map was built for
+  const void* b = nullptr;   // XT map (experiments only)
+};
+
+template <typename T, int BM, int kAblate, int kLoad = kLoadCpAsync>
 __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem& wi, uint32_t base, uint32_t full_bar,
-                                             uint32_t empty_bar, int& it) {
+                                             uint32_t empty_bar, int& it, const TmaMaps& tma = {}) {
   using S = Sm90Shape<BM>;
+  static_assert(kLoad <= kLoadTmaA || S::kProducers == 1, "the TMA gather experiments run one producer warpgroup");
   const int pw = threadIdx.x / 128, t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
   const int k_begin = p.k_offsets[wi.tile], kept = p.k_offsets[wi.tile + 1] - k_begin;
   const int ksteps = kept / 32, stages = (ksteps + 1) / 2;
@@ -237,7 +276,8 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
   for (int d = 0; d < S::kIdxAhead; ++d) ring[d] = stage_indices(d);
   for (int s = 0; s < stages; ++s, ++it) {
     const int st = it % S::kStages;
-    const uint32_t off_now = (uint32_t)ring[0] * row_bytes;   // rows past `kept` have index 0: a valid address
+    const int ring_now = ring[0];
+    const uint32_t off_now = (uint32_t)ring_now * row_bytes;   // rows past `kept` have index 0: a valid address
 #pragma unroll
     for (int d = 0; d + 1 < S::kIdxAhead; ++d) ring[d] = ring[d + 1];
     ring[S::kIdxAhead - 1] = stage_indices(s + S::kIdxAhead);
@@ -246,11 +286,40 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
     // An odd last stage has one k32 step: its second step gets zero values and zero activations (and a copy
     // of the first step's valid metadata), so consumers always issue two wgmmas and never branch between them.
     const bool second = ksteps - 2 * s >= 2;
+    if (kLoad == kLoadCpAsync) {
+      if (kAblate != 3) {
 #pragma unroll
-    for (int i = 0; i < kAChunks; ++i) cp_async_16(sb + a_dst[i], a_src[i] + s * 32, a_step[i] == 0 || second);
-    if (e_on) cp_async_16(sb + e_dst, e_src + (size_t)s * 2 * p.tile_rows - (second ? 0 : e_kk * p.tile_rows), true);
+        for (int i = 0; i < kAChunks; ++i) cp_async_16(sb + a_dst[i], a_src[i] + s * 32, a_step[i] == 0 || second);
+      }
+      if (e_on) cp_async_16(sb + e_dst, e_src + (size_t)s * 2 * p.tile_rows - (second ? 0 : e_kk * p.tile_rows), true);
+    } else if (t == 0) {   // one thread per producer warpgroup: its k32 steps' A boxes and E runs, byte count first
+      constexpr int kSteps = S::kProducers == 1 ? 2 : 1;
+      constexpr int kTmaRowsPerWarp = kLoad == kLoadTmaAll ? 16 : kLoad == kLoadTmaAHalfB ? 8 : 0;
+      mbar_expect_tx(full_bar + 8 * st, kSteps * (S::kAStepBytes + S::kEStepBytes) + 4 * kTmaRowsPerWarp * 4 * 128);
+      const int arow = wi.tile * p.tile_rows + wi.row_block * BM;
+      const uint32_t* e0 = p.meta + (size_t)p.tile_rows * k_begin / 32 + (size_t)s * 2 * p.tile_rows + wi.row_block * BM;
 #pragma unroll
-    for (int jj = 0; jj < 16 / S::kProducers; ++jj) {
+      for (int q = 0; q < kSteps; ++q) {
+        const int kk = S::kProducers == 1 ? q : pw;
+        // past the kept values (the absent second step of an odd last stage) the map reads zeros
+        tma_load_2d(sb + S::kBBytes + kk * S::kAStepBytes, tma.a, s * 32 + 16 * kk, arow, full_bar + 8 * st);
+        bulk_load(sb + S::kBBytes + S::kABytes + kk * S::kEStepBytes, (kk == 1 && second) ? e0 + p.tile_rows : e0,
+                  S::kEStepBytes, full_bar + 8 * st);
+      }
+    }
+    // TMA rows: lane l < 16 of warp w holds the index of kept row w + 4l in its ring and loads that row's four
+    // 64-token boxes itself (the tensor map zero-fills tokens past M and rows at K, the absent second step).
+    constexpr int kCpRows = kLoad == kLoadTmaAll ? 0 : kLoad == kLoadTmaAHalfB ? 8 : 16;
+    if (kLoad == kLoadTmaAll || kLoad == kLoadTmaAHalfB) {
+      if (lane >= kCpRows && lane < 16) {
+        const int row = (lane < 8 || second) ? ring_now : p.K;
+#pragma unroll
+        for (int blk = 0; blk < 4; ++blk)
+          tma_load_2d(sb + blk * 8192 + (warp + 4 * lane) * 128, tma.b, wi.m0 + 64 * blk, row, full_bar + 8 * st);
+      }
+    }
+#pragma unroll
+    for (int jj = 0; jj < kCpRows / S::kProducers; ++jj) {
       const int j = S::kProducers == 1 ? jj : 8 * pw + jj;   // two producers: pw gathers the rows of step pw
       const uint32_t off = __shfl_sync(0xffffffffu, off_now, j);
       const bool on = b_on && (j < 8 || second);   // rows warp + 4j >= 32 belong to the second step
@@ -389,8 +458,11 @@ __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem
 // ---------------------------------------------------------------------------------------------------
 // kYFm: write Y feature-major, YT[N, M] (row n of YT holds output feature n for all M tokens), the layout the
 // next layer's gather reads, so a chain of sparse layers needs no transpose in between.
-template <typename T, int BM, int ACT, int kAblate = 0, bool kYFm = false>
-__device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p) {
+// kLoad: kLoadAuto (the shipped kernels) takes A by TMA when the values map covers every tile, by cp.async
+// otherwise; a LoadMode forces one (experiments).
+constexpr int kLoadAuto = -1;
+template <typename T, int BM, int ACT, int kAblate = 0, bool kYFm = false, int kLoad = kLoadAuto>
+__device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p, const TmaMaps& tma = {}) {
   using S = Sm90Shape<BM>;
   const Schedule<BM> sched(p);
   extern __shared__ __align__(1024) uint8_t smem90[];
@@ -408,8 +480,22 @@ __device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p) {
   int it = 0;   // stages produced / consumed so far by this CTA (the same sequence on both sides)
   if (threadIdx.x < 128 * S::kProducers) {
     setmaxnreg_dec<S::kProducers == 1 ? 56 : 40>();
-    for (int w = blockIdx.x; w < sched.gemm_items; w += gridDim.x)
-      produce_item<T, BM, kAblate>(p, sched.item(w, p.num_tiles), base, full_bar, empty_bar, it);
+    // Auto: TMA for the values when the map covers every tile (k_offsets[t] = t * kept for all t; each producer warp
+    // checks on its own), else cp.async for all.  Two separate loops, not a choice per item: the choice's live
+    // registers would cost the 56-register cp.async loop its schedule (measured: TVW 3-17% slower).
+    bool tma_all = kLoad == kLoadAuto && tma.a != nullptr;
+    if (tma_all) {
+      for (int t = threadIdx.x % 32; t <= p.num_tiles; t += 32) tma_all &= p.k_offsets[t] == t * tma.kept;
+      tma_all = __all_sync(0xffffffffu, tma_all);
+    }
+    constexpr int kOther = kLoad == kLoadAuto ? kLoadCpAsync : kLoad;
+    if (tma_all) {
+      for (int w = blockIdx.x; w < sched.gemm_items; w += gridDim.x)
+        produce_item<T, BM, kAblate, kLoadTmaA>(p, sched.item(w, p.num_tiles), base, full_bar, empty_bar, it, tma);
+    } else {
+      for (int w = blockIdx.x; w < sched.gemm_items; w += gridDim.x)
+        produce_item<T, BM, kAblate, kOther>(p, sched.item(w, p.num_tiles), base, full_bar, empty_bar, it, tma);
+    }
     cp_async_wait_all();
   } else {
     setmaxnreg_inc<S::kProducers == 1 ? 224 : 216>();   // the register file: 128P x (56 | 40) + 256 x (224 | 216)

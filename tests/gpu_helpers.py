@@ -49,10 +49,12 @@ def family_applies(family, fmt, pad_to=8) -> bool:
     return family == "mma_sp" or (wgmma_available() and fmt.tile_rows % 64 == 0 and pad_to % 8 == 0)
 
 
-def run_kernel(fmt, x, bias, activation="none", pad_to=8, device="cuda", family=None, y_feature_major=False):
+def run_kernel(fmt, x, bias, activation="none", pad_to=8, device="cuda", family=None, y_feature_major=False,
+               values_map=True):
     """Launch through enqueue with the output poisoned (NaN) first; returns y [M, N] on the CPU.
     family: "mma_sp", "wgmma_sp" or None (the launch layer's choice for this GPU).  y_feature_major: the
-    kernel writes YT[N, M] (returned transposed back to [M, N])."""
+    kernel writes YT[N, M] (returned transposed back to [M, N]).  values_map=False: no kept count for the launch
+    layer, so the wgmma kernel loads every tile's values with cp.async instead of TMA."""
     from trt_plugins import launch
 
     f = fmt.to(device)
@@ -67,7 +69,8 @@ def run_kernel(fmt, x, bias, activation="none", pad_to=8, device="cuda", family=
                    row_index_ptr=f.row_index.data_ptr(), bias_ptr=b.data_ptr() if b is not None else 0,
                    y_ptr=y.data_ptr(), M=m, K=fmt.shape[1], N=fmt.shape[0], tile_rows=fmt.tile_rows,
                    num_tiles=fmt.num_tiles, dtype=str(x.dtype).removeprefix("torch."), activation=activation,
-                   stream=None, family=family, y_feature_major=y_feature_major)
+                   stream=None, family=family, y_feature_major=y_feature_major,
+                   kept_total=f.k_index.numel() if values_map else None)
     torch.cuda.synchronize()
     return y.cpu().t() if y_feature_major else y.cpu()
 

@@ -324,3 +324,73 @@ def test_aot_entry_points_in_tensorrt_order(case, rng):
                      fmt.tile_rows, 1, y.data_ptr(), shared_size=launch.shared_bytes(p.cta_rows, low_smem=True))
     torch.cuda.synchronize()
     check(fmt, x, bias, y.cpu(), "gelu")
+
+
+def _tiles_with_widths(widths, k, dtype, gen, tile=64):
+    """A TVW-style format whose tiles keep the given numbers of columns (random ones), 2:4 inside."""
+    from exporter.formats import compress
+    from exporter.masks import _tiles_to_mask
+
+    n = tile * len(widths)
+    w = torch.randn(n, k, generator=gen)
+    rows = torch.arange(n).reshape(len(widths), tile)
+    cols = [torch.randperm(k, generator=gen)[:c].sort().values for c in widths]
+    mask = _tiles_to_mask((n, k), rows, cols, w.abs(), True)
+    return compress(w.to(dtype), mask, rows, cols, two_four=True), torch.randn(n, generator=gen).to(dtype)
+
+
+TMA_WIDTHS = {"uniform": (96, 96, 96), "mixed": (64, 32, 96, 64), "no-map": (32, 96, 64, 128)}
+TMA_MATCHING = {"uniform": [True] * 3, "mixed": [True, False, False, True], "no-map": [False] * 4}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("widths", list(TMA_WIDTHS))
+@pytest.mark.parametrize("m", [1, 300, 4097])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_values_by_tma_equal_cp_async(widths, m, dtype, rng):
+    """The wgmma kernel loads a tile's values by TMA when the tile matches the launch's values map (uniform kept
+    count and offset) and by cp.async otherwise: the same shared-memory bytes, so the outputs must be identical,
+    and correct against float64.  'mixed': tiles 0 and 3 match the mean (64), 1 and 2 do not; 'no-map': 80 kept
+    per tile on average is no multiple of 32, so the launch passes no map."""
+    if not wgmma_available():
+        pytest.skip("the wgmma kernel needs an sm_90 GPU")
+    from trt_plugins import launch
+
+    fmt, b = _tiles_with_widths(TMA_WIDTHS[widths], 224, dtype, rng)
+    offsets = fmt.k_offsets.tolist()
+    tiles = len(offsets) - 1
+    kept = offsets[-1] // tiles
+    assert [offsets[t] == t * kept and offsets[t + 1] == (t + 1) * kept for t in range(tiles)] == TMA_MATCHING[widths]
+    x = torch.randn(m, 224, generator=rng).to(dtype)
+    before = launch.VALUES_TMA_LAUNCHES
+    y_tma = run_kernel(fmt, x, b, family="wgmma_sp")
+    expect_map = widths != "no-map"
+    assert launch.VALUES_TMA_LAUNCHES - before == expect_map
+    y_cp = run_kernel(fmt, x, b, family="wgmma_sp", values_map=False)
+    assert launch.VALUES_TMA_LAUNCHES - before == expect_map
+    check(fmt, x, b, y_tma)
+    assert torch.equal(y_tma, y_cp), "TMA and cp.async loads of the values gave different outputs"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] in ("hinm64", "hinm128")], ids=lambda c: c[0])
+@pytest.mark.parametrize("yfm", [False, True])
+def test_hinm_values_by_tma(case, yfm, rng):
+    """HiNM tiles all keep the same count: every wgmma launch of a HiNM layer takes the TMA path, through enqueue
+    and through the torch entry point (the callers pass the kept count)."""
+    if not wgmma_available():
+        pytest.skip("the wgmma kernel needs an sm_90 GPU")
+    from trt_plugins import launch
+
+    _, pattern, sparsity, n, k = case
+    fmt, b = make_format(pattern, sparsity, n, k, torch.float16, rng)
+    x = torch.randn(129, k, generator=rng).half()
+    before = launch.VALUES_TMA_LAUNCHES
+    y = run_kernel(fmt, x, b, family="wgmma_sp", y_feature_major=yfm)
+    assert launch.VALUES_TMA_LAUNCHES == before + 1
+    check(fmt, x, b, y)
+    f = fmt.to("cuda")
+    out = launch.tile_sparse_linear(x.cuda(), f.values, f.meta, f.k_index, f.k_offsets, f.row_index, b.cuda(), n,
+                                    fmt.tile_rows, "none")
+    assert launch.VALUES_TMA_LAUNCHES == before + 2
+    check(fmt, x, b, out.cpu())

@@ -122,3 +122,31 @@ def test_choose_family(monkeypatch):
     monkeypatch.setenv("SPARSETRT_KERNEL", "fast")
     with pytest.raises(ValueError, match="SPARSETRT_KERNEL='fast'"):
         launch.choose_family(128, 8192, 0, (9, 0))
+
+
+# ---- the wgmma kernel's tensor map of the compressed values ---------------------------------------------
+def test_values_map_fields_match_the_kernels_a_layout():
+    # HiNM 75%, V = 128, K = 4096: 2048 kept columns per tile -> values [86 * 128, 1024] 16-bit elements
+    vmap = launch.values_map_for(86 * 2048, 86, 128, 128)
+    assert vmap == launch.ValuesMap(rows=86 * 128, kept=2048, cta_rows=128)
+    assert vmap.dims == (1024, 86 * 128) and vmap.strides == (2048,) and vmap.box == (16, 128)
+    # BM = 64 CTAs of 128-row tiles take boxes of 64 rows
+    assert launch.values_map_for(4 * 96, 4, 128, 64).box == (16, 64)
+
+
+@pytest.mark.parametrize("kept_total, tiles, why", [
+    (None, 4, "no count given"),
+    (0, 4, "nothing kept"),
+    (4 * 96 + 32, 4, "the count does not divide over the tiles"),
+    (4 * 80, 4, "80 per tile is no multiple of the 32-column step"),
+])
+def test_no_values_map_when_the_tiles_cannot_share_one(kept_total, tiles, why):
+    assert launch.values_map_for(kept_total, tiles, 64, 64) is None, why
+
+
+def test_wgmma_argument_format_frames_the_mma_sp_one():
+    # the map (128 bytes, 64-byte aligned) first, so the packed pointers after it stay 8-byte aligned
+    import struct
+
+    assert launch.GEMM90_ARGS == "128s" + launch.GEMM_ARGS + "i"
+    assert struct.calcsize("@" + launch.GEMM90_ARGS) == 128 + 8 * 8 + 8 * 4

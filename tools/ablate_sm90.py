@@ -27,6 +27,36 @@ from exporter.formats import compress  # noqa: E402
 from tools.bench_kernels import SHAPES  # noqa: E402
 
 
+def _encode_tiled(tensor: torch.Tensor, dims, strides, box, swizzle: int) -> torch.Tensor:
+    """A CUtensorMap (128 bytes, in GPU memory) for a 2-D fp16 tensor, through the driver's cuTensorMapEncodeTiled."""
+    import ctypes
+
+    cuda = ctypes.CDLL("libcuda.so.1")
+    out = (ctypes.c_uint8 * 128)()
+    dim_t, stride_t = ctypes.c_uint64 * 2, ctypes.c_uint64 * 1
+    box_t = ctypes.c_uint32 * 2
+    res = cuda.cuTensorMapEncodeTiled(
+        ctypes.byref(out), ctypes.c_int(6), ctypes.c_uint32(2), ctypes.c_void_p(tensor.data_ptr()),   # 6 = FLOAT16
+        dim_t(*dims), stride_t(*strides), box_t(*box), box_t(1, 1),
+        ctypes.c_int(0), ctypes.c_int(swizzle), ctypes.c_int(2), ctypes.c_int(0))   # L2 promotion 128 B, zero fill
+    if res != 0:
+        raise RuntimeError(f"cuTensorMapEncodeTiled failed with CUresult {res} (dims {dims}, box {box})")
+    return torch.frombuffer(bytearray(out), dtype=torch.uint8).to("cuda")
+
+
+def tensor_maps(xt: torch.Tensor, values: torch.Tensor, m: int, k: int, n: int, kept: int):
+    """HiNM: values as [n, kept / 2] (boxes of 16 values x 128 rows, 32-byte swizzle); XT as [k, m] (boxes of 64
+    tokens x 1 row, 128-byte swizzle: the swizzle follows the shared-memory address, so a row lands as wgmma reads)."""
+    a = _encode_tiled(values, (kept // 2, n), (kept,), (16, 128), 1)
+    b = _encode_tiled(xt, (m, k), (xt.stride(0) * 2,), (64, 1), 3)
+    return a, b
+
+
+def named_bm128_only(var: str) -> bool:
+    """The TMA and forced-load experiments exist for 128-row CTAs only."""
+    return not var.isdigit()
+
+
 def main(argv=None) -> int:
     from trt_plugins import launch
 
@@ -37,7 +67,11 @@ def main(argv=None) -> int:
     ap.add_argument("--shapes", default="0,3,7")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--vectors", default="128,64", help="HiNM vector sizes V to run")
-    ap.add_argument("--variants", default="0,1,2", help="0 = full, 1 = no gather, 2 = no wgmma")
+    ap.add_argument("--variants", default="0,1,2",
+                    help="0 = full, 1 = no gather, 2 = no wgmma, 3 = no value loads; tma1/tma2/tma3 = A and E by TMA, "
+                         "and none / half / all gathered rows (tma1n, tma3n: without wgmma; BM = 128 only); tmaauto = "
+                         "the shipped per-item choice; cpa = forced cp.async; ship = a shipped cubin's fp16 kernel "
+                         "with the mma.sp kernels' parameters (before the values map)")
     args = ap.parse_args(argv)
     rt = launch.runtime(0)
     modules = {}
@@ -62,16 +96,38 @@ def main(argv=None) -> int:
             kt = int(f.k_offsets[1] - f.k_offsets[0])
             moved = (n // p.cta_rows) * (-(-m // 256)) * (kt * 256 * 2 + p.cta_rows * kt // 2 * 2)
             tc_s = 2 * m * n * kt / 1979e12      # wgmma.sp work at the datasheet's sparse fp16 rate
-            for label, module, abl in ((lb, md, a) for lb, md in modules.items() for a in map(int, args.variants.split(","))):
-                fn = module.get_function(f"abl{abl}_bm{p.cta_rows}")
+            maps = None
+            reference = None
+            for label, module, var in ((lb, md, a) for lb, md in modules.items() for a in args.variants.split(",")):
+                tma = var.startswith("tma")
+                if named_bm128_only(var) and p.cta_rows != 128:
+                    continue
+                named = tma or not var.isdigit()   # e.g. cpa: a kernel of that name with the usual parameters
+                fname = (f"tsgemm90_f16_bm{p.cta_rows}_none" if var == "ship"   # a shipped cubin of before 2026-12-02
+                         else f"{var}_bm{p.cta_rows}" if named else f"abl{var}_bm{p.cta_rows}")
+                try:
+                    fn = module.get_function(fname)
+                except rt.cuda.LogicError:   # not in this cubin: variants are tried on every cubin given
+                    continue
                 fn.set_attribute(rt.cuda.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, p.shared_bytes)
                 ptrs = [np.uintp(t.data_ptr()) for t in (xt, f.values, f.meta, f.k_index, f.k_offsets, f.row_index,
                                                          f.values, y)]
                 ints = [np.int32(a) for a in (m, m, k, n, f.num_tiles, f.tile_rows, 0)]
+                if tma:
+                    maps = maps or tensor_maps(xt, f.values, m, k, n, kt)
+                    ints += [np.uintp(t.data_ptr()) for t in maps]
 
                 def once(fn=fn, ptrs=ptrs, ints=ints, p=p, block=block):
                     fn(*ptrs, *ints, block=block, grid=p.grid, shared=p.shared_bytes, stream=rt.stream)
                 torch.cuda.synchronize()
+                y.fill_(float("nan"))
+                once()
+                torch.cuda.synchronize()
+                check = ""
+                if var in ("ship", "0", "tma1", "tma2", "tma3", "tmaauto", "cpa"):   # full products: must equal the shipped kernel's bytes
+                    if reference is None:
+                        reference = y.clone()
+                    check = "exact" if torch.equal(y, reference) else f"DIFFERS (max {(y - reference).abs().max():.3g})"
                 for _ in range(3):
                     once()
                 times = []
@@ -85,8 +141,9 @@ def main(argv=None) -> int:
                     end.synchronize()
                     times.append(start.elapsed_time(end) / args.reps)
                 t = float(np.median(times))
-                print(f"{name:18s} {v:4d} {label:10s} {'full no-gather no-mma'.split()[abl]:8s} {t:8.4f} "
-                      f"{moved / t / 1e9:12.2f} {100 * tc_s * 1e3 / t:11.1f}", flush=True)
+                vname = var if named else "full no-gather no-mma no-A".split()[int(var)]
+                print(f"{name:18s} {v:4d} {label:10s} {vname:8s} {t:8.4f} "
+                      f"{moved / t / 1e9:12.2f} {100 * tc_s * 1e3 / t:11.1f} {check}", flush=True)
     return 0
 
 

@@ -216,6 +216,68 @@ def ptx_path(arch: str = "sm_90") -> Path:
     return path
 
 
+# ---- the Hopper kernel's tensor map of the compressed values (TMA loads of A) --------------------------
+@dataclass(frozen=True)
+class ValuesMap:
+    """cuTensorMapEncodeTiled's arguments for the values of tiles that all keep `kept` columns: the values viewed
+    as [rows, kept / 2] 16-bit elements (row pitch kept bytes), boxes of 16 values x cta_rows rows with the 32-byte
+    swizzle that the wgmma kernel's A layout is (Sm90Shape: chunk h of row r at r * 32 + (h ^ ((r >> 2) & 1)) * 16)."""
+    rows: int
+    kept: int
+    cta_rows: int
+
+    @property
+    def dims(self) -> tuple[int, int]:      # innermost first
+        return (self.kept // 2, self.rows)
+
+    @property
+    def strides(self) -> tuple[int]:        # bytes, dims 1.. (row pitch)
+        return (self.kept,)
+
+    @property
+    def box(self) -> tuple[int, int]:
+        return (16, self.cta_rows)
+
+
+TENSOR_MAP_UINT16, TENSOR_MAP_SWIZZLE_32B, TENSOR_MAP_L2_128B = 1, 1, 2   # CUtensorMap* enum values (cuda.h)
+
+
+def values_map_for(kept_total: int | None, num_tiles: int, tile_rows: int, cta_rows: int) -> ValuesMap | None:
+    """The values map when the tiles can share one (the kept count divides evenly over the tiles and is a multiple
+    of the kernel's 32-column step), else None.  A map built from a wrong count is still safe: the kernel uses it
+    only for tiles whose k_offsets match it and loads the others with cp.async."""
+    if not kept_total or kept_total % num_tiles:
+        return None
+    kept = kept_total // num_tiles
+    return ValuesMap(num_tiles * tile_rows, kept, cta_rows) if kept % 32 == 0 else None
+
+
+_NO_MAP = bytes(128)
+
+
+@functools.lru_cache(maxsize=4096)
+def _encode_values_map(values_ptr: int, vmap: ValuesMap) -> bytes:
+    """The map's 128 bytes (a pure function of the pointer and the view, hence cached); the zero map when the
+    driver has no cuTensorMapEncodeTiled (CUDA < 12) or refuses the view, and the kernel then uses cp.async."""
+    import ctypes
+
+    try:
+        encode = ctypes.CDLL("libcuda.so.1").cuTensorMapEncodeTiled
+    except (OSError, AttributeError):
+        return _NO_MAP
+    u64x2, u64x1, u32x2 = ctypes.c_uint64 * 2, ctypes.c_uint64 * 1, ctypes.c_uint32 * 2
+    encode.restype = ctypes.c_int
+    encode.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p, u64x2, u64x1, u32x2, u32x2,
+                       ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    out = (ctypes.c_uint64 * 16)()
+    res = encode(ctypes.addressof(out), TENSOR_MAP_UINT16, 2, ctypes.c_void_p(values_ptr), u64x2(*vmap.dims),
+                 u64x1(*vmap.strides), u32x2(*vmap.box), u32x2(1, 1), 0, TENSOR_MAP_SWIZZLE_32B, TENSOR_MAP_L2_128B, 0)
+    return bytes(out) if res == 0 else _NO_MAP
+
+
+VALUES_TMA_LAUNCHES = 0   # wgmma_sp launches that passed a values map (tests check the TMA path ran)
+
+
 # ---- runtime (pycuda) ---------------------------------------------------------------------------------
 class _Runtime:
     """Per-device: the loaded module, prepared functions, and the pycuda stream we launch on."""
@@ -242,14 +304,17 @@ class _Runtime:
                 self.module = cuda.module_from_file(str(compile_for(f"{major}{minor}")))
             self.capability = torch.cuda.get_device_capability(device_index)
             self.sm_count = torch.cuda.get_device_properties(device_index).multi_processor_count
-            self.module90 = _load_sm90a(cuda) if self.capability == (9, 0) else None
+            self.module90, path90 = _load_sm90a(cuda) if self.capability == (9, 0) else (None, None)
+            # argument format of the wgmma kernels: padding, the values map, the mma.sp kernels' parameters, kept
+            self.gemm90_args = (f"{_first_param_offset(path90, sm90_kernel_name('float16', 128, 'none'))}x"
+                                f"{GEMM90_ARGS}" if path90 else GEMM90_ARGS)
             self.stream = cuda.Stream()
         finally:
             self.context.pop()
         self.side = torch.cuda.ExternalStream(self.stream.handle, device=torch.device("cuda", device_index))
         self.functions: dict[str, object] = {}
 
-    def function(self, name: str, shared: int, arg_format: str = "PPPPPPPPiiiiiii"):
+    def function(self, name: str, shared: int, arg_format: str):
         fn = self.functions.get(name)
         if fn is None:
             if name.startswith("tsgemm90_") and self.module90 is None:
@@ -286,12 +351,41 @@ def _module_file(device_index: int) -> Path:
 
 
 def _load_sm90a(cuda):
-    """The Hopper module: the prebuilt sm_90a cubin, else one compiled now; None when neither is possible."""
+    """The Hopper module and its file: the prebuilt sm_90a cubin, else one compiled now; (None, None) when neither
+    is possible."""
     path = KERNEL_DIR / SM90A_CUBIN
     try:
-        return cuda.module_from_file(str(path if path.is_file() else compile_for("90a", "kernels_sm90.cu")))
+        path = path if path.is_file() else compile_for("90a", "kernels_sm90.cu")
+        return cuda.module_from_file(str(path)), path
     except (KernelUnavailable, cuda.Error):
-        return None
+        return None, None
+
+
+GEMM90_MAP_OFFSET_SM90 = 48   # where sm_90 code places the values map: params start at c[0][0x210], the map needs 64
+
+
+def _first_param_offset(path: Path, name: str) -> int:
+    """Byte offset of kernel `name`'s first parameter in its parameter buffer (cuFuncGetParamInfo, CUDA >= 12.4).
+    The wgmma kernels' first parameter, the 64-byte aligned tensor map, does not start at 0: the compiler pads
+    in front of it so that its absolute address in the parameter bank is aligned, and pycuda's packed argument
+    buffer has to carry that padding.  Without the driver call: the sm_90 ABI's value."""
+    import ctypes
+
+    try:
+        cu = ctypes.CDLL("libcuda.so.1")
+        info = cu.cuFuncGetParamInfo
+    except (OSError, AttributeError):
+        return GEMM90_MAP_OFFSET_SM90
+    module, fn = ctypes.c_void_p(), ctypes.c_void_p()
+    if cu.cuModuleLoad(ctypes.byref(module), str(path).encode()) != 0:
+        return GEMM90_MAP_OFFSET_SM90
+    try:
+        offset, size = ctypes.c_size_t(), ctypes.c_size_t()
+        ok = (cu.cuModuleGetFunction(ctypes.byref(fn), module, name.encode()) == 0
+              and info(fn, ctypes.c_size_t(0), ctypes.byref(offset), ctypes.byref(size)) == 0)
+        return int(offset.value) if ok else GEMM90_MAP_OFFSET_SM90
+    finally:
+        cu.cuModuleUnload(module)
 
 
 def compile_for(arch: str, source_name: str = "kernels.cu") -> Path:
@@ -321,12 +415,14 @@ LAUNCHES_BY_FAMILY = {family: 0 for family in FAMILIES}   # the same, per kernel
 def enqueue(*, xt_ptr: int, ldx: int, values_ptr: int, meta_ptr: int, k_index_ptr: int, k_offsets_ptr: int,
             row_index_ptr: int, bias_ptr: int, y_ptr: int, M: int, K: int, N: int, tile_rows: int, num_tiles: int,
             dtype: str, activation: str, stream: int | None, device_index: int = 0,
-            family: str | None = None, y_feature_major: bool = False) -> LaunchPlan:
+            family: str | None = None, y_feature_major: bool = False, kept_total: int | None = None) -> LaunchPlan:
     """Launch Y[M, N] = act(XT^T · W^T + b) on `stream` (a raw cudaStream_t handle; None = torch's current).
 
     bias_ptr = 0 means no bias; family None = `choose_family` for this GPU; `y_feature_major`: write YT[N, M]
-    instead (wgmma_sp only: ValueError on the mma_sp family).  Returns the plan it launched (empty grids
-    launch nothing)."""
+    instead (wgmma_sp only: ValueError on the mma_sp family).  `kept_total`: the length of k_index; with it the
+    wgmma kernel loads the compressed values by TMA when every tile keeps kept_total / num_tiles columns (HiNM;
+    `values_map_for`; SPARSETRT_VALUES_TMA=0 turns it off, for comparisons).  Returns the plan it launched (empty
+    grids launch nothing)."""
     check_xt(M, K, ldx)
     check_problem(M, K, N, tile_rows, num_tiles, dtype)
     if M == 0:
@@ -337,7 +433,7 @@ def enqueue(*, xt_ptr: int, ldx: int, values_ptr: int, meta_ptr: int, k_index_pt
              y_feature_major)
     with _on_side_stream(rt, device_index, stream):
         _launch_gemm(rt, p, xt_ptr, ldx, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr, row_index_ptr, bias_ptr,
-                     y_ptr, M, K, N, tile_rows, num_tiles)
+                     y_ptr, M, K, N, tile_rows, num_tiles, kept_total)
     return p
 
 
@@ -361,13 +457,27 @@ class _on_side_stream:
         self.caller.wait_stream(self.rt.side)
 
 
+GEMM_ARGS = "PPPPPPPPiiiiiii"               # the mma.sp kernels' parameters (cuda/kernels.cu)
+GEMM90_ARGS = "128s" + GEMM_ARGS + "i"       # the wgmma kernels': values map first (after the runtime's
+                                             # `gemm90_args` padding), its kept count last
+
+
 def _launch_gemm(rt: _Runtime, p: LaunchPlan, xt_ptr, ldx, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr,
-                 row_index_ptr, bias_ptr, y_ptr, M, K, N, tile_rows, num_tiles) -> None:
-    global LAUNCH_COUNT
-    fn = rt.function(p.kernel_name, p.shared_bytes)
-    fn.prepared_async_call(p.grid, p.block, rt.stream, xt_ptr, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr,
-                           row_index_ptr, bias_ptr if bias_ptr else values_ptr, y_ptr, M, ldx, K, N, num_tiles,
-                           tile_rows, 1 if bias_ptr else 0, shared_size=p.shared_bytes)
+                 row_index_ptr, bias_ptr, y_ptr, M, K, N, tile_rows, num_tiles, kept_total: int | None = None) -> None:
+    global LAUNCH_COUNT, VALUES_TMA_LAUNCHES
+    args = (xt_ptr, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr, row_index_ptr,
+            bias_ptr if bias_ptr else values_ptr, y_ptr, M, ldx, K, N, num_tiles, tile_rows, 1 if bias_ptr else 0)
+    if p.family == "wgmma_sp":
+        use_map = values_ptr % 16 == 0 and os.environ.get("SPARSETRT_VALUES_TMA", "1") != "0"
+        vmap = values_map_for(kept_total, num_tiles, tile_rows, p.cta_rows) if use_map else None
+        blob = _encode_values_map(values_ptr, vmap) if vmap else _NO_MAP
+        kept = vmap.kept if blob is not _NO_MAP else 0
+        VALUES_TMA_LAUNCHES += kept > 0
+        rt.function(p.kernel_name, p.shared_bytes, rt.gemm90_args).prepared_async_call(
+            p.grid, p.block, rt.stream, blob, *args, kept, shared_size=p.shared_bytes)
+    else:
+        rt.function(p.kernel_name, p.shared_bytes, GEMM_ARGS).prepared_async_call(
+            p.grid, p.block, rt.stream, *args, shared_size=p.shared_bytes)
     LAUNCH_COUNT += 1
     LAUNCHES_BY_FAMILY[p.family] += 1
 
@@ -570,7 +680,7 @@ def tile_sparse_linear(x, values, meta, k_index, k_offsets, row_index, bias, out
                 _launch_transpose(rt, x2d.data_ptr(), xt.data_ptr(), m, k, xt.shape[1])
             _launch_gemm(rt, p, xt.data_ptr(), xt.stride(0), values.data_ptr(), ints[0].data_ptr(), ints[1].data_ptr(),
                          ints[2].data_ptr(), ints[3].data_ptr(), b.data_ptr() if b is not None else 0, out.data_ptr(),
-                         m, k, out_features, tile_rows, k_offsets.numel() - 1)
+                         m, k, out_features, tile_rows, k_offsets.numel() - 1, k_index.numel())
         if out is not y:
             y.copy_(out.t())
     return y if y_feature_major else y.reshape(*lead, out_features)

@@ -43,4 +43,5 @@ def enqueue(inputs: Sequence[DeviceTensor], output: DeviceTensor, attrs: fields.
                           k_index_ptr=k_index.ptr, k_offsets_ptr=k_offsets.ptr, row_index_ptr=row_index.ptr,
                           bias_ptr=bias.ptr, y_ptr=output.ptr, M=prob.M, K=prob.K, N=prob.N,
                           tile_rows=prob.tile_rows, num_tiles=prob.num_tiles, dtype=prob.dtype,
-                          activation=prob.activation, stream=stream, device_index=device_index)
+                          activation=prob.activation, stream=stream, device_index=device_index,
+                          kept_total=k_index.shape[0])

@@ -73,6 +73,14 @@ __device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_
                "l"(src), "r"(bytes), "r"(bar)
                : "memory");
 }
+// Bulk store shared -> global (the TMA unit, not the load/store path), and waiting until its source was read.
+__device__ __forceinline__ void bulk_store(void* dst, uint32_t src, uint32_t bytes) {
+  asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(dst), "r"(src), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
@@ -201,7 +209,7 @@ struct Schedule {
 // Producer warpgroup: per stage, A (4 or 2 chunks per thread), E (first BM/2 threads), B (16 rows per warp).
 // `it` counts stages across the CTA's items (stage buffer it % kStages, phase (it / kStages) & 1).
 // kAblate (timing experiments only, tools/ablate_sm90.py; the shipped kernels use 0): 1 = no B gather,
-// 2 = no wgmma, 3 = no A (compressed values) loads.  Leaving one side out and timing the rest shows which side bounds the kernel.
+// 2 = no wgmma, 3 = no A (compressed values) loads, 4 = no epilogue global stores, 5 = no epilogue.  Leaving one side out and timing the rest shows which side bounds the kernel.
 // ---------------------------------------------------------------------------------------------------
 // How a stage's compressed values (A) and metadata (E) reach shared memory:
 //   kLoadCpAsync  every producer thread cp.asyncs its 16-byte chunks (any tile; the path before 2026-12-02)
@@ -341,7 +349,9 @@ __device__ __forceinline__ void group_sync(int c) {
     asm volatile("bar.sync %0, 128;\n" ::"r"(2 + c) : "memory");
 }
 
-template <typename T, int BM, int ACT, int kAblate, bool kYFm>
+// kBulkY (timing experiment, tools/ablate_sm90.py): token-major Y with contiguous rows leaves the epilogue tile by
+// bulk copies (one 2·BM-byte run per token, issued by 64 threads) instead of 16-byte loads and stores.
+template <typename T, int BM, int ACT, int kAblate, bool kYFm, bool kBulkY = false>
 __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem& wi, uint32_t base, uint8_t* smem,
                                              uint32_t full_bar, uint32_t empty_bar, int& it) {
   using S = Sm90Shape<BM>;
@@ -390,6 +400,10 @@ __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem
   }
   wgmma_wait<0>();
   mbar_arrive(empty_bar + 8 * ((it - 1) % S::kStages));   // the item's last stage
+  if (kAblate == 5) {   // no epilogue (a store that never happens keeps the accumulators alive)
+    if (acc[0] == -1.2345e30f) p.y[threadIdx.x] = from_float<T>(acc[S::kAccRegs - 1]);
+    return;
+  }
 
   // ---- epilogue: act(acc + bias) -> a shared tile -> 16-byte stores, four rounds of 64 tokens -------------
   // Round r covers this consumer's tokens 64r..64r+63 (4 pairs of 8-token blocks).  For BM = 128 both consumers
@@ -405,8 +419,10 @@ __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem
   const int gt = BM == 128 ? threadIdx.x - 128 * S::kProducers : t, gthreads = BM == 128 ? 256 : 128;
   const bool vec_out = kYFm ? (p.M % 8 == 0) && ((reinterpret_cast<uintptr_t>(p.y) & 15) == 0)
                             : contiguous && (row0 % 8 == 0) && (p.N % 8 == 0) && ((reinterpret_cast<uintptr_t>(p.y) & 15) == 0);
+  const bool bulk = kBulkY && !kYFm && vec_out;
 #pragma unroll
   for (int r = 0; r < kN / 64; ++r) {
+    if (kBulkY && gt < 64) bulk_wait_read();   // the previous round's bulk copies have read the tile
     group_sync<BM>(c);   // the previous round's (or item's) readers are done with the tile
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
@@ -420,9 +436,16 @@ __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem
       else
         stmatrix_x4_trans(st_addr + q * q_step, r0, r1, r2, r3);
     }
+    if (kBulkY) fence_proxy_async();   // the stmatrix writes, before the bulk copies (async proxy) read them
     group_sync<BM>(c);
+    if (kAblate == 4) continue;   // no global stores (the shared tile is still written)
     const int m_base = wi.m0 + tok0 + 64 * r;
-    if (kYFm) {   // row rr of the tile -> YT row rows[rr] (the scatter is per row here), 8 tokens per chunk
+    if (bulk) {
+      if (gt < 64 && m_base + gt < p.M) {
+        bulk_store(p.y + (size_t)(m_base + gt) * p.N + row0, out_base + gt * S::kOutPitch * 2, BM * 2);
+        bulk_commit();
+      }
+    } else if (kYFm) {   // row rr of the tile -> YT row rows[rr] (the scatter is per row here), 8 tokens per chunk
       for (int i = gt; i < BM * 8; i += gthreads) {
         const int rr = i / 8, m = m_base + (i % 8) * 8;
         const T* src = out_s + rr * S::kOutPitchFm + (i % 8) * 8;
@@ -461,7 +484,7 @@ __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem
 // kLoad: kLoadAuto (the shipped kernels) takes A by TMA when the values map covers every tile, by cp.async
 // otherwise; a LoadMode forces one (experiments).
 constexpr int kLoadAuto = -1;
-template <typename T, int BM, int ACT, int kAblate = 0, bool kYFm = false, int kLoad = kLoadAuto>
+template <typename T, int BM, int ACT, int kAblate = 0, bool kYFm = false, int kLoad = kLoadAuto, bool kBulkY = false>
 __device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p, const TmaMaps& tma = {}) {
   using S = Sm90Shape<BM>;
   const Schedule<BM> sched(p);
@@ -504,8 +527,9 @@ __device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p, const
       if (wi.fill >= 0)
         fill_pruned<T, S::kTokens, ACT, kYFm>(p, wi.fill, sched.m_tiles, threadIdx.x - 128 * S::kProducers, 256);
       else
-        consume_item<T, BM, ACT, kAblate, kYFm>(p, wi, base, smem, full_bar, empty_bar, it);
+        consume_item<T, BM, ACT, kAblate, kYFm, kBulkY>(p, wi, base, smem, full_bar, empty_bar, it);
     }
+    if (kBulkY) bulk_wait_all();
   }
 }
 

@@ -68,10 +68,11 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--vectors", default="128,64", help="HiNM vector sizes V to run")
     ap.add_argument("--variants", default="0,1,2",
-                    help="0 = full, 1 = no gather, 2 = no wgmma, 3 = no value loads; tma1/tma2/tma3 = A and E by TMA, "
+                    help="0 = full, 1 = no gather, 2 = no wgmma, 3 = no value loads, 4 = no epilogue stores, 5 = no epilogue; tma1/tma2/tma3 = A and E by TMA, "
                          "and none / half / all gathered rows (tma1n, tma3n: without wgmma; BM = 128 only); tmaauto = "
                          "the shipped per-item choice; cpa = forced cp.async; ship = a shipped cubin's fp16 kernel "
-                         "with the mma.sp kernels' parameters (before the values map)")
+                         "with the mma.sp kernels' parameters (before the values map); cpabulky / tmabulky = cpa / "
+                         "tmaauto with the epilogue's Y tile stored by bulk copies")
     args = ap.parse_args(argv)
     rt = launch.runtime(0)
     modules = {}
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
             maps = None
             reference = None
             for label, module, var in ((lb, md, a) for lb, md in modules.items() for a in args.variants.split(",")):
-                tma = var.startswith("tma")
+                tma = var.startswith("tma")   # kernels taking the two tensor maps
                 if named_bm128_only(var) and p.cta_rows != 128:
                     continue
                 named = tma or not var.isdigit()   # e.g. cpa: a kernel of that name with the usual parameters
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
                 once()
                 torch.cuda.synchronize()
                 check = ""
-                if var in ("ship", "0", "tma1", "tma2", "tma3", "tmaauto", "cpa"):   # full products: must equal the shipped kernel's bytes
+                if var in ("ship", "0", "tma1", "tma2", "tma3", "tmaauto", "cpa", "cpabulky", "tmabulky"):   # full products: must equal the shipped kernel's bytes
                     if reference is None:
                         reference = y.clone()
                     check = "exact" if torch.equal(y, reference) else f"DIFFERS (max {(y - reference).abs().max():.3g})"
@@ -141,7 +142,7 @@ def main(argv=None) -> int:
                     end.synchronize()
                     times.append(start.elapsed_time(end) / args.reps)
                 t = float(np.median(times))
-                vname = var if named else "full no-gather no-mma no-A".split()[int(var)]
+                vname = var if named else "full no-gather no-mma no-A no-store no-epi".split()[int(var)]
                 print(f"{name:18s} {v:4d} {label:10s} {vname:8s} {t:8.4f} "
                       f"{moved / t / 1e9:12.2f} {100 * tc_s * 1e3 / t:11.1f} {check}", flush=True)
     return 0

@@ -1,5 +1,6 @@
 // Timing experiments on the Hopper kernel (tools/ablate_sm90.py): the fp16 kernels with one side left out.
-//   abl0 = the shipped kernel, abl1 = no activation gather, abl2 = no wgmma, abl3 = no compressed-value loads;
+//   abl0 = the shipped kernel, abl1 = no activation gather, abl2 = no wgmma, abl3 = no compressed-value loads,
+//   abl4 = no epilogue global stores, abl5 = no epilogue;
 //   tma<L>[n]_bm128 = load mode L (1: A and E by TMA, 2: and half of the gathered rows, 3: all of them; n: no wgmma),
 //   taking two tensor maps (global memory) after the usual parameters; tmaauto = the shipped choice of load mode;
 //   cpa = the cp.async loads forced.  Not shipped.
@@ -44,11 +45,29 @@ using namespace sparsetrt;
     sm90::tile_sparse_gemm_sm90<__half, BM, kNone, 0, false, LOAD>(p);                                   \
   }
 
+// The epilogue's Y tile by bulk copies (kBulkY), with cp.async or the shipped choice of loads
+#define BULK_Y(NAME, LOAD)                                                                               \
+  ABLATION_KERNEL(NAME, 128, ) {                                                                         \
+    ABLATION_PROBLEM;                                                                                    \
+    sm90::tile_sparse_gemm_sm90<__half, 128, kNone, 0, false, LOAD, true>(p);                            \
+  }
+#define TMA_BULK_Y(NAME)                                                                                 \
+  ABLATION_KERNEL(NAME, 128, ARGS_TMA) {                                                                 \
+    ABLATION_PROBLEM;                                                                                    \
+    sm90::TmaMaps tma;                                                                                   \
+    tma.a = tmap_a;                                                                                      \
+    tma.b = tmap_b;                                                                                      \
+    tma.kept = k_offsets[1] - k_offsets[0];                                                              \
+    sm90::tile_sparse_gemm_sm90<__half, 128, kNone, 0, false, sm90::kLoadAuto, true>(p, tma);            \
+  }
+
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) || !defined(__CUDA_ARCH__)
 ABLATION(abl0_bm128, 128, 0)
 ABLATION(abl1_bm128, 128, 1)
 ABLATION(abl2_bm128, 128, 2)
 ABLATION(abl3_bm128, 128, 3)
+ABLATION(abl4_bm128, 128, 4)
+ABLATION(abl5_bm128, 128, 5)
 TMA_ABLATION(tma1_bm128, 1, 0)
 TMA_ABLATION(tma2_bm128, 2, 0)
 TMA_ABLATION(tma3_bm128, 3, 0)
@@ -56,6 +75,8 @@ TMA_ABLATION(tma1n_bm128, 1, 2)
 TMA_ABLATION(tma3n_bm128, 3, 2)
 TMA_ABLATION(tmaauto_bm128, sm90::kLoadAuto, 0)
 FORCED_LOAD(cpa_bm128, 128, sm90::kLoadCpAsync)
+BULK_Y(cpabulky_bm128, sm90::kLoadCpAsync)
+TMA_BULK_Y(tmabulky_bm128)
 ABLATION(abl0_bm64, 64, 0)
 ABLATION(abl1_bm64, 64, 1)
 ABLATION(abl2_bm64, 64, 2)

@@ -209,17 +209,18 @@ struct Schedule {
 // Producer warpgroup: per stage, A (4 or 2 chunks per thread), E (first BM/2 threads), B (16 rows per warp).
 // `it` counts stages across the CTA's items (stage buffer it % kStages, phase (it / kStages) & 1).
 // kAblate (timing experiments only, tools/ablate_sm90.py; the shipped kernels use 0): 1 = no B gather,
-// 2 = no wgmma, 3 = no A (compressed values) loads, 4 = no epilogue global stores, 5 = no epilogue.  Leaving one side out and timing the rest shows which side bounds the kernel.
+// 2 = no wgmma, 3 = no A (compressed values) loads, 4 = no epilogue global stores, 5 = no epilogue.  Leaving one
+// side out and timing the rest shows which side bounds the kernel.
 // ---------------------------------------------------------------------------------------------------
 // How a stage's compressed values (A) and metadata (E) reach shared memory:
 //   kLoadCpAsync  every producer thread cp.asyncs its 16-byte chunks (any tile; the path before 2026-12-02)
 //   kLoadTmaA     one thread per producer warpgroup: A as a box of a tensor map (16 values x BM rows; the map's 32-byte
 //                 swizzle is the layout wgmma reads, and its zero fill covers an odd last stage), E as bulk copies.
-//                 It takes A and E off the load/store path that the activation gather saturates: 4-9% faster at the
-//                 large shapes (H200, docs/KERNEL_NOTES.md).  The map views the values as [tiles * tile_rows, kept / 2],
+//                 It takes A and E off the load/store path that the activation gather saturates: 6-17% faster at the
+//                 large shapes (H200, docs/KERNEL_NOTES.md v6h).  The map views the values as [tiles * tile_rows, kept / 2],
 //                 so it serves formats whose tiles all keep the same `kept` columns (HiNM).
 //   kLoadTmaAHalfB / kLoadTmaAll   timing experiments (tools/ablate_sm90.py): also half / all of the gathered rows
-//                 as 64-token TMA boxes of a map over XT; correct, but 1.4-2.7x slower (small boxes are slow)
+//                 as 64-token TMA boxes of a map over XT; correct, but 1.5-2.7x slower (small boxes are slow)
 // The shipped kernels pick kLoadTmaA or kLoadCpAsync per launch (tile_sparse_gemm_sm90).
 enum LoadMode : int { kLoadCpAsync = 0, kLoadTmaA = 1, kLoadTmaAHalfB = 2, kLoadTmaAll = 3 };
 // A CUtensorMap's 128 bytes (cuTensorMapEncodeTiled, trt_plugins/launch.py): passed by value as a __grid_constant__

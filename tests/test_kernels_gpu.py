@@ -348,10 +348,11 @@ TMA_MATCHING = {"uniform": [True] * 3, "mixed": [True, False, False, True], "no-
 @pytest.mark.parametrize("m", [1, 300, 4097])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_values_by_tma_equal_cp_async(widths, m, dtype, rng):
-    """The wgmma kernel loads a tile's values by TMA when the tile matches the launch's values map (uniform kept
+    """The wgmma kernel loads the values by TMA when every tile matches the launch's values map (uniform kept
     count and offset) and by cp.async otherwise: the same shared-memory bytes, so the outputs must be identical,
-    and correct against float64.  'mixed': tiles 0 and 3 match the mean (64), 1 and 2 do not; 'no-map': 80 kept
-    per tile on average is no multiple of 32, so the launch passes no map."""
+    and correct against float64.  'mixed': the launch passes a map (mean 64), but only tiles 0 and 3 match it, so
+    the kernel must fall back to cp.async; 'no-map': 80 kept per tile on average is no multiple of 32, so the
+    launch passes no map."""
     if not wgmma_available():
         pytest.skip("the wgmma kernel needs an sm_90 GPU")
     from trt_plugins import launch

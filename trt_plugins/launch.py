@@ -245,7 +245,7 @@ TENSOR_MAP_UINT16, TENSOR_MAP_SWIZZLE_32B, TENSOR_MAP_L2_128B = 1, 1, 2   # CUte
 def values_map_for(kept_total: int | None, num_tiles: int, tile_rows: int, cta_rows: int) -> ValuesMap | None:
     """The values map when the tiles can share one (the kept count divides evenly over the tiles and is a multiple
     of the kernel's 32-column step), else None.  A map built from a wrong count is still safe: the kernel uses it
-    only for tiles whose k_offsets match it and loads the others with cp.async."""
+    only when every tile's k_offsets match it, and otherwise loads all values with cp.async."""
     if not kept_total or kept_total % num_tiles:
         return None
     kept = kept_total // num_tiles

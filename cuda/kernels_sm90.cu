@@ -1,7 +1,8 @@
 // extern "C" entry points of the Hopper (sm_90a) tile-sparse GEMM: one per (dtype, CTA rows BM, activation).
-// The mma.sp kernels' parameters (kernels.cu), framed by a tensor map of the compressed values (first, by value: a
-// CUtensorMap must be 64-byte aligned) and the kept count per tile it was built for (last; 0 = no map, every item
-// loads its values with cp.async).  trt_plugins/launch.py builds the map.
+// The mma.sp kernels' parameters (kernels.cu), framed by two tensor maps (first, by value: a CUtensorMap must be
+// 64-byte aligned), the compressed values' and Y's, and at the end the kept count per tile the values map was built
+// for (0 = no map, every item loads its values with cp.async) and whether the Y map is valid (0 = the epilogue
+// stores Y with st.global).  trt_plugins/launch.py builds the maps.
 // Built for sm_90a only (wgmma and setmaxnreg); trt_plugins/launch.py picks these on compute capability 9.0.
 #include "tile_sparse_gemm_sm90.cuh"
 
@@ -9,14 +10,16 @@ using namespace sparsetrt;
 
 #define SPARSETRT_GEMM90(NAME, T, BM, ACT, YFM)                                                           \
   extern "C" __global__ void __launch_bounds__(sm90::Sm90Shape<BM>::kThreads, 1)                          \
-      NAME(const __grid_constant__ sm90::TensorMap values_map, const T* xt, const T* values,               \
-           const uint32_t* meta, const int* k_index, const int* k_offsets, const int* row_index, const T* bias, \
-           T* y, int M, int ldx, int K, int N, int num_tiles, int tile_rows, int has_bias, int values_map_kept) { \
+      NAME(const __grid_constant__ sm90::TensorMap values_map, const __grid_constant__ sm90::TensorMap y_map, \
+           const T* xt, const T* values, const uint32_t* meta, const int* k_index, const int* k_offsets,      \
+           const int* row_index, const T* bias, T* y, int M, int ldx, int K, int N, int num_tiles,            \
+           int tile_rows, int has_bias, int values_map_kept, int y_map_valid) {                              \
     const Problem<T> p{xt, values, meta, k_index, k_offsets, row_index, bias, y,                          \
                        M,  ldx,    K,    N,       num_tiles, tile_rows, has_bias};                        \
     sm90::TmaMaps tma;                                                                                    \
     tma.a = values_map_kept > 0 ? &values_map : nullptr;                                                  \
     tma.kept = values_map_kept;                                                                           \
+    tma.y = y_map_valid && !YFM ? &y_map : nullptr;                                                       \
     sm90::tile_sparse_gemm_sm90<T, BM, ACT, 0, YFM>(p, tma);                                              \
   }
 

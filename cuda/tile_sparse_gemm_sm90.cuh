@@ -14,7 +14,8 @@
 //   consumers         the last two warpgroups: wait `full`, wgmma.sp from shared memory into fp32 registers, release the
 //                     stage on `empty` once the wgmmas reading it retired
 //   epilogue          bias + activation, stmatrix.trans into a [64 tokens][rows] shared tile of its own (so the
-//                     pipeline keeps flowing), 16-byte stores (or the row_index scatter), four rounds per item
+//                     pipeline keeps flowing), 16-byte stores (or the row_index scatter), four rounds per item;
+//                     token-major Y with contiguous rows: TMA stores of 32-token rounds instead (epilogue_tma_y)
 //
 // Shared-memory layouts of one stage (all offsets from a 1024-byte aligned stage base):
 //   B [0, 32 KB):  MN-major, 128-byte swizzle: 4 column blocks of 64 tokens x 64 kept rows x 128 B; kept row k,
@@ -78,8 +79,18 @@ __device__ __forceinline__ void bulk_store(void* dst, uint32_t src, uint32_t byt
   asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(dst), "r"(src), "r"(bytes)
                : "memory");
 }
+// A 2-D box of shared memory into a tensor map's global tensor (parts of the box outside the tensor are not written).
+__device__ __forceinline__ void tma_store_2d(const void* tmap, int c0, int c1, uint32_t src) {
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(tmap), "r"(c0),
+               "r"(c1), "r"(src)
+               : "memory");
+}
 __device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+// Waits until at most N of this thread's bulk groups still read their shared-memory source.
+template <int N = 0>
+__device__ __forceinline__ void bulk_wait_read() {
+  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+}
 __device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
@@ -232,6 +243,8 @@ struct TmaMaps {
   const void* a = nullptr;   // values map (kLoadTmaA); null: every item loads A with cp.async
   int kept = 0;              // the kept count per tile the values map was built for
   const void* b = nullptr;   // XT map (experiments only)
+  const void* y = nullptr;   // Y map (token-major Y[M, N], 64 features x 32 tokens boxes, 128-byte swizzle); null: the
+                             // epilogue stores Y with 16-byte st.global
 };
 
 template <typename T, int BM, int kAblate, int kLoad = kLoadCpAsync>
@@ -350,11 +363,53 @@ __device__ __forceinline__ void group_sync(int c) {
     asm volatile("bar.sync %0, 128;\n" ::"r"(2 + c) : "memory");
 }
 
+// Token-major Y by TMA stores (tma.y, contiguous rows): the accumulators leave in rounds of 32 tokens through two
+// alternating shared buffers; per round one thread of the epilogue group stores each 64-feature sub-tile as one box
+// of the Y map ([32 tokens][64 features], 128-byte swizzle: chunk c of token n at n * 128 + (c ^ (n & 7)) * 16).
+// The stores run on the TMA unit while the group fills the other buffer, and the last round's while the next item's
+// wgmmas run; the 16-byte st.global they replace shared the load/store path with the gather.  Tokens past M are
+// outside the map and are not written.
+template <typename T, int BM, int ACT>
+__device__ __forceinline__ void epilogue_tma_y(const Problem<T>& p, const WorkItem& wi, uint32_t base, const void* y_map,
+                                               const float* acc, float b_lo, float b_hi, int row0, int tok0, int gt,
+                                               int my_tok, int mj, int my_row, int c) {
+  using S = Sm90Shape<BM>;
+  constexpr int kSubBytes = 32 * 128;                 // one sub-tile: 32 tokens x 64 features
+  constexpr int kBufBytes = (BM / 64) * kSubBytes;    // one round's buffer
+  static_assert(2 * kBufBytes <= S::kOutGroupBytes, "two round buffers fit the epilogue tile");
+  const uint32_t out_base = base + S::kOutOffset + (BM == 128 ? 0 : c * S::kOutGroupBytes);
+  // lane's stmatrix row: token my_tok (+16 per q) of the round, features my_row .. my_row + 7 (chunk my_row % 64 / 8)
+  const uint32_t lane_off = (my_row / 64) * kSubBytes + my_tok * 128 + ((((my_row % 64) / 8) ^ mj) * 16);
+#pragma unroll
+  for (int r = 0; r < S::kWgTokens / 32; ++r) {
+    const uint32_t buf = out_base + (r & 1) * kBufBytes;
+    if (gt == 0) bulk_wait_read<1>();   // the store from this buffer (two rounds ago) has read it
+    group_sync<BM>(c);
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      const float* a0 = acc + 8 * (2 * r + q);   // tokens 32r + 16q .. +15 of this consumer
+      const uint32_t r0 = pack2<T>(activate<ACT>(a0[0] + b_lo), activate<ACT>(a0[1] + b_lo));
+      const uint32_t r1 = pack2<T>(activate<ACT>(a0[2] + b_hi), activate<ACT>(a0[3] + b_hi));
+      const uint32_t r2 = pack2<T>(activate<ACT>(a0[4] + b_lo), activate<ACT>(a0[5] + b_lo));
+      const uint32_t r3 = pack2<T>(activate<ACT>(a0[6] + b_hi), activate<ACT>(a0[7] + b_hi));
+      stmatrix_x4_trans(buf + lane_off + q * 16 * 128, r0, r1, r2, r3);
+    }
+    fence_proxy_async();   // the stmatrix writes (generic proxy) before the TMA (async proxy) reads them
+    group_sync<BM>(c);
+    if (gt == 0) {
+#pragma unroll
+      for (int sub = 0; sub < BM / 64; ++sub)
+        tma_store_2d(y_map, row0 + 64 * sub, wi.m0 + tok0 + 32 * r, buf + sub * kSubBytes);
+      bulk_commit();
+    }
+  }
+}
+
 // kBulkY (timing experiment, tools/ablate_sm90.py): token-major Y with contiguous rows leaves the epilogue tile by
 // bulk copies (one 2·BM-byte run per token, issued by 64 threads) instead of 16-byte loads and stores.
 template <typename T, int BM, int ACT, int kAblate, bool kYFm, bool kBulkY = false>
 __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem& wi, uint32_t base, uint8_t* smem,
-                                             uint32_t full_bar, uint32_t empty_bar, int& it) {
+                                             uint32_t full_bar, uint32_t empty_bar, int& it, const TmaMaps& tma) {
   using S = Sm90Shape<BM>;
   constexpr int kN = S::kWgTokens;
   const int c = threadIdx.x / 128 - S::kProducers, t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
@@ -406,18 +461,24 @@ __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem
     return;
   }
 
+  const int gt = BM == 128 ? threadIdx.x - 128 * S::kProducers : t, gthreads = BM == 128 ? 256 : 128;
+  const int mi = lane / 8, mj = lane % 8;   // stmatrix: lane 8i + j addresses row j of the i-th 8x8 matrix
+  const int my_row = slab + 16 * warp + 8 * (mi & 1);   // matrix i: rows +8 (i & 1), tokens +8 (i >> 1)
+  if (!kYFm && kAblate == 0 && tma.y != nullptr && contiguous) {
+    epilogue_tma_y<T, BM, ACT>(p, wi, base, tma.y, acc, b_lo, b_hi, row0, tok0, gt, mj + 8 * (mi >> 1), mj, my_row, c);
+    return;
+  }
+  if (gt == 0) bulk_wait_read();   // an earlier item's TMA stores (epilogue_tma_y) may still read the tile
+
   // ---- epilogue: act(acc + bias) -> a shared tile -> 16-byte stores, four rounds of 64 tokens -------------
   // Round r covers this consumer's tokens 64r..64r+63 (4 pairs of 8-token blocks).  For BM = 128 both consumers
   // write their 64 rows of the same tokens; for BM = 64 each consumer has its own tile.  Token-major Y[M, N]:
   // stmatrix.trans into [64 tokens][rows]; feature-major YT[N, M] (kYFm): stmatrix into [rows][64 tokens].
   const uint32_t out_base = base + S::kOutOffset + (BM == 128 ? 0 : c * S::kOutGroupBytes);
   const T* out_s = reinterpret_cast<const T*>(smem + S::kOutOffset + (BM == 128 ? 0 : c * S::kOutGroupBytes));
-  const int mi = lane / 8, mj = lane % 8;   // lane 8i + j addresses row j of the i-th 8x8 matrix
-  const int my_row = slab + 16 * warp + 8 * (mi & 1);   // matrix i: rows +8 (i & 1), tokens +8 (i >> 1)
   const uint32_t st_addr = kYFm ? out_base + ((my_row + mj) * S::kOutPitchFm + 8 * (mi >> 1)) * 2
                                 : out_base + ((8 * (mi >> 1) + mj) * S::kOutPitch + my_row) * 2;
   const uint32_t q_step = kYFm ? 16 * 2 : 16 * S::kOutPitch * 2;   // the next pair of 8-token blocks
-  const int gt = BM == 128 ? threadIdx.x - 128 * S::kProducers : t, gthreads = BM == 128 ? 256 : 128;
   const bool vec_out = kYFm ? (p.M % 8 == 0) && ((reinterpret_cast<uintptr_t>(p.y) & 15) == 0)
                             : contiguous && (row0 % 8 == 0) && (p.N % 8 == 0) && ((reinterpret_cast<uintptr_t>(p.y) & 15) == 0);
   const bool bulk = kBulkY && !kYFm && vec_out;
@@ -528,9 +589,9 @@ __device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p, const
       if (wi.fill >= 0)
         fill_pruned<T, S::kTokens, ACT, kYFm>(p, wi.fill, sched.m_tiles, threadIdx.x - 128 * S::kProducers, 256);
       else
-        consume_item<T, BM, ACT, kAblate, kYFm, kBulkY>(p, wi, base, smem, full_bar, empty_bar, it);
+        consume_item<T, BM, ACT, kAblate, kYFm, kBulkY>(p, wi, base, smem, full_bar, empty_bar, it, tma);
     }
-    if (kBulkY) bulk_wait_all();
+    if (kBulkY || tma.y != nullptr) bulk_wait_all();   // the TMA stores are done before the CTA's memory goes
   }
 }
 

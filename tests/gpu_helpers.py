@@ -50,19 +50,22 @@ def family_applies(family, fmt, pad_to=8) -> bool:
 
 
 def run_kernel(fmt, x, bias, activation="none", pad_to=8, device="cuda", family=None, y_feature_major=False,
-               values_map=True):
+               values_map=True, guard_rows=0):
     """Launch through enqueue with the output poisoned (NaN) first; returns y [M, N] on the CPU.
     family: "mma_sp", "wgmma_sp" or None (the launch layer's choice for this GPU).  y_feature_major: the
     kernel writes YT[N, M] (returned transposed back to [M, N]).  values_map=False: no kept count for the launch
-    layer, so the wgmma kernel loads every tile's values with cp.async instead of TMA."""
+    layer, so the wgmma kernel loads every tile's values with cp.async instead of TMA.  guard_rows: token-major Y
+    gets that many poisoned rows past M, and the launch must leave them untouched (asserted here)."""
     from trt_plugins import launch
 
     f = fmt.to(device)
     x = x.to(device)
     m = x.shape[0]
     xt = launch.to_feature_major(x, pad_to=pad_to)
-    shape = (fmt.shape[0], m) if y_feature_major else (m, fmt.shape[0])
-    y = torch.full(shape, float("nan"), dtype=x.dtype, device=device)
+    assert not (guard_rows and y_feature_major), "guard rows are rows past M of token-major Y"
+    shape = (fmt.shape[0], m) if y_feature_major else (m + guard_rows, fmt.shape[0])
+    y_buf = torch.full(shape, float("nan"), dtype=x.dtype, device=device)
+    y = y_buf[:m] if not y_feature_major else y_buf
     b = bias.to(device) if bias is not None else None
     launch.enqueue(xt_ptr=xt.data_ptr(), ldx=xt.shape[1], values_ptr=f.values.data_ptr(), meta_ptr=f.meta.data_ptr(),
                    k_index_ptr=f.k_index.data_ptr(), k_offsets_ptr=f.k_offsets.data_ptr(),
@@ -72,6 +75,8 @@ def run_kernel(fmt, x, bias, activation="none", pad_to=8, device="cuda", family=
                    stream=None, family=family, y_feature_major=y_feature_major,
                    kept_total=f.k_index.numel() if values_map else None)
     torch.cuda.synchronize()
+    if guard_rows:
+        assert torch.isnan(y_buf[m:]).all(), "the kernel wrote rows past M"
     return y.cpu().t() if y_feature_major else y.cpu()
 
 

@@ -395,3 +395,58 @@ def test_hinm_values_by_tma(case, yfm, rng):
                                     fmt.tile_rows, "none")
     assert launch.VALUES_TMA_LAUNCHES == before + 2
     check(fmt, x, b, out.cpu())
+
+
+Y_TMA_CASES = {   # case name -> (CASES entry, permute_rows)
+    "hinm64 (BM 64)": ("hinm64", False),
+    "hinm128 (BM 128)": ("hinm128", False),
+    "tvw outputs pruned (fill items)": ("tvw128_outprune", False),
+    "rows scattered (st.global fallback per item)": ("hinm128", True),
+    "2:4 only": ("nm24", False),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", list(Y_TMA_CASES))
+@pytest.mark.parametrize("m", [1, 7, 300, 4097])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_y_by_tma_equals_st_global(name, m, dtype, rng, monkeypatch):
+    """The wgmma kernel stores token-major Y by TMA (a Y map per launch) for the items whose rows are contiguous
+    output features, and with 16-byte st.global otherwise (SPARSETRT_Y_TMA=0: always).  Both write the same
+    rounded values, so the outputs must be identical and correct against float64; rows past M stay untouched
+    (the map clips the boxes of a token tail)."""
+    if not wgmma_available():
+        pytest.skip("the wgmma kernel needs an sm_90 GPU")
+    from trt_plugins import launch
+
+    case_name, permute_rows = Y_TMA_CASES[name]
+    _, pattern, sparsity, n, k = next(c for c in CASES if c[0] == case_name)
+    fmt, b = make_format(pattern, sparsity, n, k, dtype, rng, permute_rows=permute_rows)
+    if fmt.tile_rows % 64:
+        pytest.skip("the wgmma kernel runs 64-row multiples")
+    x = torch.randn(m, k, generator=rng).to(dtype)
+    before = launch.Y_TMA_LAUNCHES
+    y_tma = run_kernel(fmt, x, b, "gelu", family="wgmma_sp", guard_rows=40)
+    assert launch.Y_TMA_LAUNCHES == before + 1   # token-major, aligned: the launch passes the map
+    monkeypatch.setenv("SPARSETRT_Y_TMA", "0")
+    y_st = run_kernel(fmt, x, b, "gelu", family="wgmma_sp", guard_rows=40)
+    assert launch.Y_TMA_LAUNCHES == before + 1
+    check(fmt, x, b, y_tma, "gelu")
+    assert torch.equal(y_tma, y_st), "TMA and st.global stores of Y gave different outputs"
+
+
+@pytest.mark.gpu
+def test_no_y_map_for_feature_major_or_unaligned_rows(rng):
+    """YT[N, M] (feature-major) keeps st.global; so does Y whose rows are not whole 16-byte chunks (N % 8 != 0
+    cannot occur for 64-row tiles, so the feature-major launch is the case to run)."""
+    if not wgmma_available():
+        pytest.skip("the wgmma kernel needs an sm_90 GPU")
+    from trt_plugins import launch
+
+    _, pattern, sparsity, n, k = CASES[0]
+    fmt, b = make_format(pattern, sparsity, n, k, torch.float16, rng)
+    x = torch.randn(129, k, generator=rng).half()
+    before = launch.Y_TMA_LAUNCHES
+    y = run_kernel(fmt, x, b, family="wgmma_sp", y_feature_major=True)
+    assert launch.Y_TMA_LAUNCHES == before
+    check(fmt, x, b, y)

@@ -145,8 +145,46 @@ def test_no_values_map_when_the_tiles_cannot_share_one(kept_total, tiles, why):
 
 
 def test_wgmma_argument_format_frames_the_mma_sp_one():
-    # the map (128 bytes, 64-byte aligned) first, so the packed pointers after it stay 8-byte aligned
+    # the two maps (128 bytes each, 64-byte aligned) first, so the packed pointers after them stay 8-byte aligned
     import struct
 
-    assert launch.GEMM90_ARGS == "128s" + launch.GEMM_ARGS + "i"
-    assert struct.calcsize("@" + launch.GEMM90_ARGS) == 128 + 8 * 8 + 8 * 4
+    assert launch.GEMM90_ARGS == "128s128s" + launch.GEMM_ARGS + "ii"
+    assert struct.calcsize("@" + launch.GEMM90_ARGS) == 2 * 128 + 8 * 8 + 9 * 4
+    assert "".join(launch.gemm90_fields()) == launch.GEMM90_ARGS
+
+
+def test_arg_format_places_each_parameter_at_the_drivers_offset():
+    import struct
+
+    fields = launch.gemm90_fields()
+    # the sm_90 layout: maps at 48 and 176 (absolute 0x240, 0x2c0 in the parameter bank), then packed
+    offsets = [48, 176] + [304 + 8 * i for i in range(8)] + [368 + 4 * i for i in range(9)]
+    fmt = launch.arg_format(fields, offsets)
+    assert fmt == "48x128s128s" + "P" * 8 + "i" * 9
+    assert struct.calcsize(fmt) == struct.calcsize(f"@{launch.GEMM90_MAP_OFFSET_SM90}x{launch.GEMM90_ARGS}")
+    packed = struct.pack(fmt, b"a" * 128, b"y" * 128, *range(1, 9), *range(9))
+    assert packed[48:176] == b"a" * 128 and packed[176:304] == b"y" * 128
+    assert struct.unpack_from("=Q", packed, 304 + 8 * 7)[0] == 8 and struct.unpack_from("=i", packed, 400)[0] == 8
+    # a gap the compiler leaves between two parameters becomes padding
+    gapped = offsets[:10] + [372 + 4 * i for i in range(9)]
+    assert launch.arg_format(fields, gapped) == "48x128s128s" + "P" * 8 + "4x" + "i" * 9
+    with pytest.raises(ValueError, match="overlaps"):
+        launch.arg_format(fields, [48, 100] + offsets[2:])
+
+
+def test_y_map_fields_match_the_epilogue_buffers():
+    ymap = launch.y_map_for(4097, 2304, 0x7F0000000000, False)
+    assert ymap == launch.YMap(M=4097, N=2304)
+    assert ymap.dims == (2304, 4097) and ymap.strides == (4608,) and ymap.box == (64, 32)
+    assert ymap.swizzle == launch.TENSOR_MAP_SWIZZLE_128B   # 64 features = one 128-byte swizzle row
+    assert launch.ValuesMap(128, 64, 128).swizzle == launch.TENSOR_MAP_SWIZZLE_32B
+
+
+@pytest.mark.parametrize("M, N, ptr, yfm, why", [
+    (100, 2304, 0x1000, True, "feature-major YT keeps st.global"),
+    (100, 2308, 0x1000, False, "rows of 2308 halves are no whole 16-byte chunks"),
+    (100, 2304, 0x1008, False, "Y not 16-byte aligned"),
+    (0, 2304, 0x1000, False, "no tokens"),
+])
+def test_no_y_map_when_the_kernel_cannot_store_by_tma(M, N, ptr, yfm, why):
+    assert launch.y_map_for(M, N, ptr, yfm) is None, why

@@ -239,7 +239,7 @@ class ValuesMap:
         return (16, self.cta_rows)
 
 
-TENSOR_MAP_UINT16, TENSOR_MAP_SWIZZLE_32B, TENSOR_MAP_L2_128B = 1, 1, 2   # CUtensorMap* enum values (cuda.h)
+TENSOR_MAP_UINT16, TENSOR_MAP_SWIZZLE_32B, TENSOR_MAP_SWIZZLE_128B, TENSOR_MAP_L2_128B = 1, 1, 3, 2   # cuda.h enums
 
 
 def values_map_for(kept_total: int | None, num_tiles: int, tile_rows: int, cta_rows: int) -> ValuesMap | None:
@@ -252,13 +252,49 @@ def values_map_for(kept_total: int | None, num_tiles: int, tile_rows: int, cta_r
     return ValuesMap(num_tiles * tile_rows, kept, cta_rows) if kept % 32 == 0 else None
 
 
+@dataclass(frozen=True)
+class YMap:
+    """cuTensorMapEncodeTiled's arguments for the wgmma kernel's TMA stores of token-major Y[M, N] (16-bit):
+    boxes of 64 features x 32 tokens with the 128-byte swizzle of its epilogue buffers (chunk c of token n at
+    n * 128 + (c ^ (n & 7)) * 16).  The map bounds the stores: tokens past M are not written."""
+    M: int
+    N: int
+
+    swizzle = TENSOR_MAP_SWIZZLE_128B
+
+    @property
+    def dims(self) -> tuple[int, int]:      # innermost first
+        return (self.N, self.M)
+
+    @property
+    def strides(self) -> tuple[int]:        # bytes, dims 1.. (row pitch)
+        return (2 * self.N,)
+
+    @property
+    def box(self) -> tuple[int, int]:
+        return (64, 32)
+
+
+ValuesMap.swizzle = TENSOR_MAP_SWIZZLE_32B
+
+
+def y_map_for(M: int, N: int, y_ptr: int, y_feature_major: bool) -> YMap | None:
+    """The Y map when the kernel can store Y by TMA: token-major Y, 16-byte aligned, rows of whole 16-byte chunks
+    (N % 8 == 0, a tensor map's row pitch must be a multiple of 16 bytes).  The kernel uses it for the work items
+    whose rows are contiguous output features (no row_index scatter); the others keep 16-byte st.global."""
+    if y_feature_major or y_ptr % 16 or N % 8 or M < 1:
+        return None
+    return YMap(M, N)
+
+
 _NO_MAP = bytes(128)
 
 
 @functools.lru_cache(maxsize=4096)
-def _encode_values_map(values_ptr: int, vmap: ValuesMap) -> bytes:
-    """The map's 128 bytes (a pure function of the pointer and the view, hence cached); the zero map when the
-    driver has no cuTensorMapEncodeTiled (CUDA < 12) or refuses the view, and the kernel then uses cp.async."""
+def _encode_map(ptr: int, view: ValuesMap | YMap) -> bytes:
+    """A tensor map's 128 bytes (a pure function of the pointer and the view, hence cached); the zero map when the
+    driver has no cuTensorMapEncodeTiled (CUDA < 12) or refuses the view, and the kernel then uses cp.async for the
+    values / st.global for Y."""
     import ctypes
 
     try:
@@ -270,12 +306,13 @@ def _encode_values_map(values_ptr: int, vmap: ValuesMap) -> bytes:
     encode.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p, u64x2, u64x1, u32x2, u32x2,
                        ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
     out = (ctypes.c_uint64 * 16)()
-    res = encode(ctypes.addressof(out), TENSOR_MAP_UINT16, 2, ctypes.c_void_p(values_ptr), u64x2(*vmap.dims),
-                 u64x1(*vmap.strides), u32x2(*vmap.box), u32x2(1, 1), 0, TENSOR_MAP_SWIZZLE_32B, TENSOR_MAP_L2_128B, 0)
+    res = encode(ctypes.addressof(out), TENSOR_MAP_UINT16, 2, ctypes.c_void_p(ptr), u64x2(*view.dims),
+                 u64x1(*view.strides), u32x2(*view.box), u32x2(1, 1), 0, view.swizzle, TENSOR_MAP_L2_128B, 0)
     return bytes(out) if res == 0 else _NO_MAP
 
 
 VALUES_TMA_LAUNCHES = 0   # wgmma_sp launches that passed a values map (tests check the TMA path ran)
+Y_TMA_LAUNCHES = 0        # wgmma_sp launches that passed a Y map
 
 
 # ---- runtime (pycuda) ---------------------------------------------------------------------------------
@@ -305,9 +342,9 @@ class _Runtime:
             self.capability = torch.cuda.get_device_capability(device_index)
             self.sm_count = torch.cuda.get_device_properties(device_index).multi_processor_count
             self.module90, path90 = _load_sm90a(cuda) if self.capability == (9, 0) else (None, None)
-            # argument format of the wgmma kernels: padding, the values map, the mma.sp kernels' parameters, kept
-            self.gemm90_args = (f"{_first_param_offset(path90, sm90_kernel_name('float16', 128, 'none'))}x"
-                                f"{GEMM90_ARGS}" if path90 else GEMM90_ARGS)
+            # argument format of the wgmma kernels: padding, the two maps, the mma.sp kernels' parameters, two ints
+            self.gemm90_args = (_gemm90_arg_format(path90, sm90_kernel_name('float16', 128, 'none'))
+                                if path90 else GEMM90_ARGS)
             self.stream = cuda.Stream()
         finally:
             self.context.pop()
@@ -361,29 +398,60 @@ def _load_sm90a(cuda):
         return None, None
 
 
-GEMM90_MAP_OFFSET_SM90 = 48   # where sm_90 code places the values map: params start at c[0][0x210], the map needs 64
+GEMM90_MAP_OFFSET_SM90 = 48   # where sm_90 code places the first map: params start at c[0][0x210], a map needs 64
 
 
-def _first_param_offset(path: Path, name: str) -> int:
-    """Byte offset of kernel `name`'s first parameter in its parameter buffer (cuFuncGetParamInfo, CUDA >= 12.4).
-    The wgmma kernels' first parameter, the 64-byte aligned tensor map, does not start at 0: the compiler pads
-    in front of it so that its absolute address in the parameter bank is aligned, and pycuda's packed argument
-    buffer has to carry that padding.  Without the driver call: the sm_90 ABI's value."""
+def gemm90_fields() -> list[str]:
+    """The wgmma kernels' parameters as struct fields, in order (GEMM90_ARGS split per parameter)."""
+    return ["128s", "128s"] + list(GEMM_ARGS) + ["i", "i"]
+
+
+def arg_format(fields: list[str], offsets: list[int]) -> str:
+    """A struct format (native alignment, as pycuda packs it) placing each field at the kernel's byte offset:
+    padding 'Nx' where the compiler left a gap beyond the natural alignment; ValueError if an offset lies before
+    the field's natural place (inside the previous field: a format that would corrupt the arguments)."""
+    import struct
+
+    fmt = ""
+    for field, offset in zip(fields, offsets, strict=True):
+        natural = struct.calcsize(fmt + field) - struct.calcsize(field)
+        if offset < natural:
+            raise ValueError(f"kernel parameter at byte {offset} overlaps the previous one (next free byte {natural})")
+        if offset > natural:
+            fmt += f"{offset - struct.calcsize(fmt)}x"
+            if struct.calcsize(fmt + field) - struct.calcsize(field) != offset:
+                raise ValueError(f"kernel parameter at byte {offset} is not aligned for {field!r}")
+        fmt += field
+    return fmt
+
+
+def _gemm90_arg_format(path: Path, name: str) -> str:
+    """pycuda's argument format for the wgmma kernels, from the parameter offsets the driver reports
+    (cuFuncGetParamInfo, CUDA >= 12.4).  The 64-byte aligned tensor maps do not start at 0: the compiler pads in
+    front of them so that their absolute address in the parameter bank is aligned, and pycuda's packed buffer has to
+    carry that padding.  Without the driver call: the sm_90 ABI's layout (48 bytes, then packed)."""
     import ctypes
 
+    fields = gemm90_fields()
+    fallback = f"{GEMM90_MAP_OFFSET_SM90}x{GEMM90_ARGS}"
     try:
         cu = ctypes.CDLL("libcuda.so.1")
         info = cu.cuFuncGetParamInfo
     except (OSError, AttributeError):
-        return GEMM90_MAP_OFFSET_SM90
+        return fallback
     module, fn = ctypes.c_void_p(), ctypes.c_void_p()
     if cu.cuModuleLoad(ctypes.byref(module), str(path).encode()) != 0:
-        return GEMM90_MAP_OFFSET_SM90
+        return fallback
     try:
-        offset, size = ctypes.c_size_t(), ctypes.c_size_t()
-        ok = (cu.cuModuleGetFunction(ctypes.byref(fn), module, name.encode()) == 0
-              and info(fn, ctypes.c_size_t(0), ctypes.byref(offset), ctypes.byref(size)) == 0)
-        return int(offset.value) if ok else GEMM90_MAP_OFFSET_SM90
+        if cu.cuModuleGetFunction(ctypes.byref(fn), module, name.encode()) != 0:
+            return fallback
+        offsets = []
+        for index in range(len(fields)):
+            offset, size = ctypes.c_size_t(), ctypes.c_size_t()
+            if info(fn, ctypes.c_size_t(index), ctypes.byref(offset), ctypes.byref(size)) != 0:
+                return fallback
+            offsets.append(int(offset.value))
+        return arg_format(fields, offsets)
     finally:
         cu.cuModuleUnload(module)
 
@@ -458,23 +526,27 @@ class _on_side_stream:
 
 
 GEMM_ARGS = "PPPPPPPPiiiiiii"               # the mma.sp kernels' parameters (cuda/kernels.cu)
-GEMM90_ARGS = "128s" + GEMM_ARGS + "i"       # the wgmma kernels': values map first (after the runtime's
-                                             # `gemm90_args` padding), its kept count last
+GEMM90_ARGS = "128s128s" + GEMM_ARGS + "ii"  # the wgmma kernels': values and Y maps first (after the runtime's
+                                             # `gemm90_args` padding), the values' kept count and Y map flag last
 
 
 def _launch_gemm(rt: _Runtime, p: LaunchPlan, xt_ptr, ldx, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr,
                  row_index_ptr, bias_ptr, y_ptr, M, K, N, tile_rows, num_tiles, kept_total: int | None = None) -> None:
-    global LAUNCH_COUNT, VALUES_TMA_LAUNCHES
+    global LAUNCH_COUNT, VALUES_TMA_LAUNCHES, Y_TMA_LAUNCHES
     args = (xt_ptr, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr, row_index_ptr,
             bias_ptr if bias_ptr else values_ptr, y_ptr, M, ldx, K, N, num_tiles, tile_rows, 1 if bias_ptr else 0)
     if p.family == "wgmma_sp":
         use_map = values_ptr % 16 == 0 and os.environ.get("SPARSETRT_VALUES_TMA", "1") != "0"
         vmap = values_map_for(kept_total, num_tiles, tile_rows, p.cta_rows) if use_map else None
-        blob = _encode_values_map(values_ptr, vmap) if vmap else _NO_MAP
+        blob = _encode_map(values_ptr, vmap) if vmap else _NO_MAP
         kept = vmap.kept if blob is not _NO_MAP else 0
+        ymap = y_map_for(M, N, y_ptr, p.kernel_name.endswith("_yfm")) if os.environ.get("SPARSETRT_Y_TMA", "1") != "0" else None
+        y_blob = _encode_map(y_ptr, ymap) if ymap else _NO_MAP
+        y_on = int(y_blob is not _NO_MAP)
         VALUES_TMA_LAUNCHES += kept > 0
+        Y_TMA_LAUNCHES += y_on
         rt.function(p.kernel_name, p.shared_bytes, rt.gemm90_args).prepared_async_call(
-            p.grid, p.block, rt.stream, blob, *args, kept, shared_size=p.shared_bytes)
+            p.grid, p.block, rt.stream, blob, y_blob, *args, kept, y_on, shared_size=p.shared_bytes)
     else:
         rt.function(p.kernel_name, p.shared_bytes, GEMM_ARGS).prepared_async_call(
             p.grid, p.block, rt.stream, *args, shared_size=p.shared_bytes)

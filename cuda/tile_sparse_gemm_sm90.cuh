@@ -363,6 +363,16 @@ __device__ __forceinline__ void group_sync(int c) {
     asm volatile("bar.sync %0, 128;\n" ::"r"(2 + c) : "memory");
 }
 
+// act(acc + bias) of two 8-token blocks of a consumer's accumulators (rows lo and lo + 8), as the four stmatrix words.
+template <typename T, int ACT>
+__device__ __forceinline__ void pack_fragment(const float* a0, float b_lo, float b_hi, uint32_t& r0, uint32_t& r1,
+                                              uint32_t& r2, uint32_t& r3) {
+  r0 = pack2<T>(activate<ACT>(a0[0] + b_lo), activate<ACT>(a0[1] + b_lo));
+  r1 = pack2<T>(activate<ACT>(a0[2] + b_hi), activate<ACT>(a0[3] + b_hi));
+  r2 = pack2<T>(activate<ACT>(a0[4] + b_lo), activate<ACT>(a0[5] + b_lo));
+  r3 = pack2<T>(activate<ACT>(a0[6] + b_hi), activate<ACT>(a0[7] + b_hi));
+}
+
 // Token-major Y by TMA stores (tma.y, contiguous rows): the accumulators leave in rounds of 32 tokens through two
 // alternating shared buffers; per round one thread of the epilogue group stores each 64-feature sub-tile as one box
 // of the Y map ([32 tokens][64 features], 128-byte swizzle: chunk c of token n at n * 128 + (c ^ (n & 7)) * 16).
@@ -370,7 +380,7 @@ __device__ __forceinline__ void group_sync(int c) {
 // wgmmas run; the 16-byte st.global they replace shared the load/store path with the gather.  Tokens past M are
 // outside the map and are not written.
 template <typename T, int BM, int ACT>
-__device__ __forceinline__ void epilogue_tma_y(const Problem<T>& p, const WorkItem& wi, uint32_t base, const void* y_map,
+__device__ __forceinline__ void epilogue_tma_y(const WorkItem& wi, uint32_t base, const void* y_map,
                                                const float* acc, float b_lo, float b_hi, int row0, int tok0, int gt,
                                                int my_tok, int mj, int my_row, int c) {
   using S = Sm90Shape<BM>;
@@ -388,10 +398,8 @@ __device__ __forceinline__ void epilogue_tma_y(const Problem<T>& p, const WorkIt
 #pragma unroll
     for (int q = 0; q < 2; ++q) {
       const float* a0 = acc + 8 * (2 * r + q);   // tokens 32r + 16q .. +15 of this consumer
-      const uint32_t r0 = pack2<T>(activate<ACT>(a0[0] + b_lo), activate<ACT>(a0[1] + b_lo));
-      const uint32_t r1 = pack2<T>(activate<ACT>(a0[2] + b_hi), activate<ACT>(a0[3] + b_hi));
-      const uint32_t r2 = pack2<T>(activate<ACT>(a0[4] + b_lo), activate<ACT>(a0[5] + b_lo));
-      const uint32_t r3 = pack2<T>(activate<ACT>(a0[6] + b_hi), activate<ACT>(a0[7] + b_hi));
+      uint32_t r0, r1, r2, r3;
+      pack_fragment<T, ACT>(a0, b_lo, b_hi, r0, r1, r2, r3);
       stmatrix_x4_trans(buf + lane_off + q * 16 * 128, r0, r1, r2, r3);
     }
     fence_proxy_async();   // the stmatrix writes (generic proxy) before the TMA (async proxy) reads them
@@ -465,7 +473,7 @@ __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem
   const int mi = lane / 8, mj = lane % 8;   // stmatrix: lane 8i + j addresses row j of the i-th 8x8 matrix
   const int my_row = slab + 16 * warp + 8 * (mi & 1);   // matrix i: rows +8 (i & 1), tokens +8 (i >> 1)
   if (!kYFm && kAblate == 0 && tma.y != nullptr && contiguous) {
-    epilogue_tma_y<T, BM, ACT>(p, wi, base, tma.y, acc, b_lo, b_hi, row0, tok0, gt, mj + 8 * (mi >> 1), mj, my_row, c);
+    epilogue_tma_y<T, BM, ACT>(wi, base, tma.y, acc, b_lo, b_hi, row0, tok0, gt, mj + 8 * (mi >> 1), mj, my_row, c);
     return;
   }
   if (gt == 0) bulk_wait_read();   // an earlier item's TMA stores (epilogue_tma_y) may still read the tile
@@ -489,10 +497,8 @@ __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
       const float* a0 = acc + 8 * (4 * r + q);   // blocks 2jb, 2jb+1 of jb = 4r + q: acc[8jb .. 8jb+7]
-      const uint32_t r0 = pack2<T>(activate<ACT>(a0[0] + b_lo), activate<ACT>(a0[1] + b_lo));
-      const uint32_t r1 = pack2<T>(activate<ACT>(a0[2] + b_hi), activate<ACT>(a0[3] + b_hi));
-      const uint32_t r2 = pack2<T>(activate<ACT>(a0[4] + b_lo), activate<ACT>(a0[5] + b_lo));
-      const uint32_t r3 = pack2<T>(activate<ACT>(a0[6] + b_hi), activate<ACT>(a0[7] + b_hi));
+      uint32_t r0, r1, r2, r3;
+      pack_fragment<T, ACT>(a0, b_lo, b_hi, r0, r1, r2, r3);
       if (kYFm)
         stmatrix_x4(st_addr + q * q_step, r0, r1, r2, r3);
       else

@@ -217,6 +217,9 @@ def ptx_path(arch: str = "sm_90") -> Path:
 
 
 # ---- the Hopper kernel's tensor map of the compressed values (TMA loads of A) --------------------------
+TENSOR_MAP_UINT16, TENSOR_MAP_SWIZZLE_32B, TENSOR_MAP_SWIZZLE_128B, TENSOR_MAP_L2_128B = 1, 1, 3, 2   # cuda.h enums
+
+
 @dataclass(frozen=True)
 class ValuesMap:
     """cuTensorMapEncodeTiled's arguments for the values of tiles that all keep `kept` columns: the values viewed
@@ -225,6 +228,8 @@ class ValuesMap:
     rows: int
     kept: int
     cta_rows: int
+
+    swizzle = TENSOR_MAP_SWIZZLE_32B
 
     @property
     def dims(self) -> tuple[int, int]:      # innermost first
@@ -237,9 +242,6 @@ class ValuesMap:
     @property
     def box(self) -> tuple[int, int]:
         return (16, self.cta_rows)
-
-
-TENSOR_MAP_UINT16, TENSOR_MAP_SWIZZLE_32B, TENSOR_MAP_SWIZZLE_128B, TENSOR_MAP_L2_128B = 1, 1, 3, 2   # cuda.h enums
 
 
 def values_map_for(kept_total: int | None, num_tiles: int, tile_rows: int, cta_rows: int) -> ValuesMap | None:
@@ -273,9 +275,6 @@ class YMap:
     @property
     def box(self) -> tuple[int, int]:
         return (64, 32)
-
-
-ValuesMap.swizzle = TENSOR_MAP_SWIZZLE_32B
 
 
 def y_map_for(M: int, N: int, y_ptr: int, y_feature_major: bool) -> YMap | None:
@@ -403,7 +402,7 @@ GEMM90_MAP_OFFSET_SM90 = 48   # where sm_90 code places the first map: params st
 
 def gemm90_fields() -> list[str]:
     """The wgmma kernels' parameters as struct fields, in order (GEMM90_ARGS split per parameter)."""
-    return ["128s", "128s"] + list(GEMM_ARGS) + ["i", "i"]
+    return list(GEMM90_FIELDS)
 
 
 def arg_format(fields: list[str], offsets: list[int]) -> str:
@@ -526,8 +525,10 @@ class _on_side_stream:
 
 
 GEMM_ARGS = "PPPPPPPPiiiiiii"               # the mma.sp kernels' parameters (cuda/kernels.cu)
-GEMM90_ARGS = "128s128s" + GEMM_ARGS + "ii"  # the wgmma kernels': values and Y maps first (after the runtime's
-                                             # `gemm90_args` padding), the values' kept count and Y map flag last
+# the wgmma kernels': values and Y maps first (after the runtime's `gemm90_args` padding), the values' kept count and
+# the Y map flag last
+GEMM90_FIELDS = ("128s", "128s", *GEMM_ARGS, "i", "i")
+GEMM90_ARGS = "".join(GEMM90_FIELDS)
 
 
 def _launch_gemm(rt: _Runtime, p: LaunchPlan, xt_ptr, ldx, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr,

@@ -1,8 +1,8 @@
 // extern "C" entry points of the Hopper (sm_90a) tile-sparse GEMM: one per (dtype, CTA rows BM, activation).
 // The mma.sp kernels' parameters (kernels.cu), framed by two tensor maps (first, by value: a CUtensorMap must be
 // 64-byte aligned), the compressed values' and Y's, and at the end the kept count per tile the values map was built
-// for (0 = no map, every item loads its values with cp.async) and whether the Y map is valid (0 = the epilogue
-// stores Y with st.global).  trt_plugins/launch.py builds the maps.
+// for (0 = no map, every item loads its values with cp.async; -1 = the map is a template the kernel turns into one map
+// per tile, sm90::kTileMapsKept) and whether the Y map is valid (0 = the epilogue stores Y with st.global).  trt_plugins/launch.py builds the maps.
 // Built for sm_90a only (wgmma and setmaxnreg); trt_plugins/launch.py picks these on compute capability 9.0.
 #include "tile_sparse_gemm_sm90.cuh"
 
@@ -17,7 +17,7 @@ using namespace sparsetrt;
     const Problem<T> p{xt, values, meta, k_index, k_offsets, row_index, bias, y,                          \
                        M,  ldx,    K,    N,       num_tiles, tile_rows, has_bias};                        \
     sm90::TmaMaps tma;                                                                                    \
-    tma.a = values_map_kept > 0 ? &values_map : nullptr;                                                  \
+    tma.a = values_map_kept != 0 ? &values_map : nullptr;                                                 \
     tma.kept = values_map_kept;                                                                           \
     tma.y = y_map_valid && !YFM ? &y_map : nullptr;                                                       \
     sm90::tile_sparse_gemm_sm90<T, BM, ACT, 0, YFM>(p, tma);                                              \

@@ -186,7 +186,9 @@ struct Sm90Shape {
   static constexpr int kStages = kFitStages > SPARSETRT_SM90_MAX_STAGES ? SPARSETRT_SM90_MAX_STAGES : kFitStages;
   static constexpr int kOutOffset = kStages * kStageBytes;
   static constexpr int kBarrierOffset = kOutOffset + kOutBytes;
-  static constexpr int kSmemBytes = kBarrierOffset + 2 * kStages * 8 + 1024;   // + slack to align the base
+  static constexpr int kRingWordOffset = kBarrierOffset + 2 * kStages * 8;   // the CTA's per-tile map ring (16 B)
+  static constexpr int kSmemBytes = kRingWordOffset + 16 + 1024;   // + slack to align the base
+  static_assert(kStages <= 6, "the per-tile map ring (8 slots) is safe for at most 6 stages in flight");
   static_assert(kSmemBytes <= kMaxDynamicSmem, "shared memory over the sm_90 limit");
 };
 
@@ -246,6 +248,49 @@ struct TmaMaps {
   const void* y = nullptr;   // Y map (token-major Y[M, N], 64 features x 32 tokens boxes, 128-byte swizzle); null: the
                              // epilogue stores Y with 16-byte st.global
 };
+
+// Per-tile values maps (TVW: tiles keep different counts, so no single map views them all).  The launch passes the
+// values map as a template (values_map_kept = kTileMapsKept); the CTA claims a ring of kMapSlots global-memory copies
+// per producer warpgroup (a lock per ring, so concurrent launches never share one) and, one work item ahead, rewrites
+// a copy with tensormap.replace for that item's tile: its address, its [tile_rows, kept / 2] extent and row pitch.
+// A copy is rewritten at the start of item k for item k + 1; it last served item k - 7, whose last stage is at least
+// 7 stages back, and the producer has already waited for the stage kStages (<= 6) + 1 back to be consumed, so those
+// loads have landed.
+constexpr int kTileMapsKept = -1;
+// Only for layers with K >= kTileMapsMinK: rewriting a map costs each item a few hundred cycles of the producer's
+// first warp, which the K = 768 / 1024 layers' 6-16 stages per item do not earn back (H200, docs/KERNEL_NOTES.md v6j:
+// 3-7% slower there, 4-11% faster from K = 3072 on).
+constexpr int kTileMapsMinK = 2048;
+constexpr int kMapRings = 256, kMapSlots = 8;
+__device__ TensorMap g_tile_maps[kMapRings][2][kMapSlots];
+__device__ int g_tile_map_owner[kMapRings];
+
+__device__ __forceinline__ int claim_map_ring() {
+  uint32_t smid;
+  asm volatile("mov.u32 %0, %%smid;\n" : "=r"(smid));
+  for (int i = 0; i < kMapRings; ++i) {
+    const int r = (int)((smid + i) % kMapRings);
+    if (atomicCAS(&g_tile_map_owner[r], 0, 1) == 0) return r;
+  }
+  return -1;   // none free: this CTA loads the values with cp.async
+}
+// The item's tile into a global copy of the template, then released to the tensor-map proxy.
+template <typename T>
+__device__ __forceinline__ void write_tile_map(const Problem<T>& p, TensorMap* slot, int tile) {
+  const int k_begin = p.k_offsets[tile], kept = p.k_offsets[tile + 1] - k_begin;
+  if (kept <= 0) return;   // no stages: the map is not used
+  const uint64_t g = __cvta_generic_to_global(slot);
+  const T* addr = p.values + (size_t)p.tile_rows * k_begin / 2;
+  asm volatile("tensormap.replace.tile.global_address.global.b1024.b64 [%0], %1;\n" ::"l"(g), "l"(addr) : "memory");
+  asm volatile("tensormap.replace.tile.global_dim.global.b1024.b32 [%0], 0, %1;\n" ::"l"(g), "r"(kept / 2) : "memory");
+  asm volatile("tensormap.replace.tile.global_dim.global.b1024.b32 [%0], 1, %1;\n" ::"l"(g), "r"(p.tile_rows) : "memory");
+  asm volatile("tensormap.replace.tile.global_stride.global.b1024.b64 [%0], 0, %1;\n" ::"l"(g),
+               "l"((uint64_t)kept / 2 * sizeof(T)) : "memory");
+  asm volatile("fence.proxy.tensormap::generic.release.gpu;\n" ::: "memory");
+}
+__device__ __forceinline__ void acquire_tile_map(const TensorMap* slot) {
+  asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(slot) : "memory");
+}
 
 template <typename T, int BM, int kAblate, int kLoad = kLoadCpAsync>
 __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem& wi, uint32_t base, uint32_t full_bar,
@@ -318,7 +363,7 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
       constexpr int kSteps = S::kProducers == 1 ? 2 : 1;
       constexpr int kTmaRowsPerWarp = kLoad == kLoadTmaAll ? 16 : kLoad == kLoadTmaAHalfB ? 8 : 0;
       mbar_expect_tx(full_bar + 8 * st, kSteps * (S::kAStepBytes + S::kEStepBytes) + 4 * kTmaRowsPerWarp * 4 * 128);
-      const int arow = wi.tile * p.tile_rows + wi.row_block * BM;
+      const int arow = (tma.kept == kTileMapsKept ? 0 : wi.tile * p.tile_rows) + wi.row_block * BM;   // per-tile map: rows of the tile
       const uint32_t* e0 = p.meta + (size_t)p.tile_rows * k_begin / 32 + (size_t)s * 2 * p.tile_rows + wi.row_block * BM;
 #pragma unroll
       for (int q = 0; q < kSteps; ++q) {
@@ -560,6 +605,8 @@ __device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p, const
   uint8_t* smem = smem90 + ((1024 - (smem_u32(smem90) & 1023)) & 1023);   // swizzle atoms need 1024-byte alignment
   const uint32_t base = smem_u32(smem);
   const uint32_t full_bar = base + S::kBarrierOffset, empty_bar = full_bar + 8 * S::kStages;
+  // Per-tile maps for BM = 128 only: at BM = 64 the 128-register cap of 512 threads made the extra loop spill
+  constexpr bool kTileMaps = kLoad == kLoadAuto && BM == 128;
   if (threadIdx.x == 0) {
     for (int s = 0; s < S::kStages; ++s) {
       mbar_init(full_bar + 8 * s, 128 * S::kProducers);   // one cp.async arrival per producer thread
@@ -574,15 +621,46 @@ __device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p, const
     // Auto: TMA for the values when the map covers every tile (k_offsets[t] = t * kept for all t; each producer warp
     // checks on its own), else cp.async for all.  Two separate loops, not a choice per item: the choice's live
     // registers would cost the 56-register cp.async loop its schedule (measured: TVW 3-17% slower).
-    bool tma_all = kLoad == kLoadAuto && tma.a != nullptr;
+    bool tma_all = kLoad == kLoadAuto && tma.a != nullptr && tma.kept > 0;
     if (tma_all) {
       for (int t = threadIdx.x % 32; t <= p.num_tiles; t += 32) tma_all &= p.k_offsets[t] == t * tma.kept;
       tma_all = __all_sync(0xffffffffu, tma_all);
+    }
+    // Tiles the values map does not cover (or a template map, kept = kTileMapsKept): per-tile maps.  The producer
+    // claims the ring itself (the consumers do not wait for it) and shares it through shared memory.
+    int ring = -1;
+    if (kTileMaps && !tma_all && tma.a != nullptr && p.K >= kTileMapsMinK) {
+      if (threadIdx.x == 0) *reinterpret_cast<volatile int*>(smem + S::kRingWordOffset) = claim_map_ring();
+      asm volatile("bar.sync 4, 128;\n" ::: "memory");
+      ring = *reinterpret_cast<volatile int*>(smem + S::kRingWordOffset);
     }
     constexpr int kOther = kLoad == kLoadAuto ? kLoadCpAsync : kLoad;
     if (tma_all) {
       for (int w = blockIdx.x; w < sched.gemm_items; w += gridDim.x)
         produce_item<T, BM, kAblate, kLoadTmaA>(p, sched.item(w, p.num_tiles), base, full_bar, empty_bar, it, tma);
+    } else if (ring >= 0) {   // per-tile maps (TVW)
+      const int pw = threadIdx.x / 128, t = threadIdx.x % 128;
+      TensorMap* slots = g_tile_maps[ring][pw];
+      if (t == 0) {
+        for (int s = 0; s < kMapSlots; ++s) slots[s] = *reinterpret_cast<const TensorMap*>(tma.a);
+        if ((int)blockIdx.x < sched.gemm_items) write_tile_map(p, slots, sched.item(blockIdx.x, p.num_tiles).tile);
+      }
+      TmaMaps item_map = tma;
+      item_map.kept = kTileMapsKept;   // the item's map views its own tile
+      for (int w = blockIdx.x, k = 0; w < sched.gemm_items; w += gridDim.x, ++k) {
+        item_map.a = slots + k % kMapSlots;
+        if (t == 0) {
+          if (w + (int)gridDim.x < sched.gemm_items)
+            write_tile_map(p, slots + (k + 1) % kMapSlots, sched.item(w + gridDim.x, p.num_tiles).tile);
+          acquire_tile_map(slots + k % kMapSlots);
+        }
+        produce_item<T, BM, kAblate, kLoadTmaA>(p, sched.item(w, p.num_tiles), base, full_bar, empty_bar, it, item_map);
+      }
+      if (threadIdx.x == 0) {   // every load that read the ring has landed: hand the ring back
+        for (int i = it - 1; i >= 0 && i >= it - S::kStages; --i) mbar_wait(full_bar + 8 * (i % S::kStages), (i / S::kStages) & 1);
+        __threadfence();
+        atomicExch(&g_tile_map_owner[ring], 0);
+      }
     } else {
       for (int w = blockIdx.x; w < sched.gemm_items; w += gridDim.x)
         produce_item<T, BM, kAblate, kOther>(p, sched.item(w, p.num_tiles), base, full_bar, empty_bar, it, tma);

@@ -9,7 +9,7 @@ from exporter.formats import compress
 from exporter.masks import _tiles_to_mask
 
 # (name, pattern, sparsity, N, K): non-square, K not always a multiple of 32, variable-Kt TVW tiles,
-# pruned output rows (fill path), 2:4 only.
+# pruned output rows (fill path), 2:4 only, TVW with a long K (the wgmma kernel's per-tile values maps).
 CASES = [
     ("hinm64", HiNM(vector=64), 0.75, 256, 320),
     ("hinm128", HiNM(vector=128), 0.875, 384, 512),
@@ -17,6 +17,7 @@ CASES = [
     ("tvw64", TVW(tile=64), 0.75, 320, 448),
     ("tvw128_outprune", TVW(tile=128, output_share=0.4), 0.8, 512, 256),
     ("nm24", NM(2, 4), 0.5, 128, 256),
+    ("tvw128_longk", TVW(tile=128), 0.75, 384, 2048),   # K >= 2048, 128-row tiles: per-tile values maps on Hopper
 ]
 # Stated tolerances (relative Frobenius error vs float64; output rounding dominates):
 REL_TOL = {torch.float16: 2e-3, torch.bfloat16: 1.2e-2}

@@ -397,6 +397,46 @@ def test_hinm_values_by_tma(case, yfm, rng):
     check(fmt, x, b, out.cpu())
 
 
+TILE_MAP_K = 2048   # launch.TILE_MAPS_MIN_K: the kernel builds per-tile maps from this K on
+TILE_MAP_WIDTHS = {   # name -> kept columns per 128-row tile
+    "template (no common count)": (64, 1024, 96, 160, 32, 224, 96, 640, 128, 32, 1984, 64),
+    "mean map, tiles differ": (64, 32, 96, 64),
+    "odd k32 steps": (32, 96, 160, 224),
+    "96 tiles (the ring wraps)": (32, 64, 96, 128, 160, 224) * 16,
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", list(TILE_MAP_WIDTHS))
+@pytest.mark.parametrize("m", [1, 7, 300, 4097, 32768])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_per_tile_maps_equal_cp_async(name, m, dtype, rng, monkeypatch):
+    """128-row tiles that keep different counts (TVW): the kernel rewrites a ring of global-memory tensor maps, one
+    per work item, and loads each tile's values by TMA; SPARSETRT_VALUES_TMA=0 loads them by cp.async.  Same bytes in
+    shared memory, so the outputs must be identical, and correct against float64.  A CTA gets more items than the
+    ring has slots (it wraps) at M = 32768 with 12 tiles and at M = 4097 with 96 tiles; 'mean map':
+    the launch passes a uniform map that only some tiles match, and the kernel must switch to per-tile maps itself."""
+    if not wgmma_available():
+        pytest.skip("the wgmma kernel needs an sm_90 GPU")
+    from trt_plugins import launch
+
+    widths = TILE_MAP_WIDTHS[name]
+    if len(widths) > 12 and m > 4097:
+        pytest.skip("96 tiles wrap the ring at M = 4097 already; M = 32768 would only slow the float64 reference")
+    fmt, b = _tiles_with_widths(widths, TILE_MAP_K, dtype, rng, tile=128)
+    x = torch.randn(m, TILE_MAP_K, generator=rng).to(dtype)
+    before_t, before_v = launch.TILE_MAP_LAUNCHES, launch.VALUES_TMA_LAUNCHES
+    y_maps = run_kernel(fmt, x, b, "gelu", family="wgmma_sp", guard_rows=8)
+    assert launch.VALUES_TMA_LAUNCHES == before_v + 1
+    template = launch.values_map_for(sum(widths), len(widths), 128, 128) is None
+    assert launch.TILE_MAP_LAUNCHES == before_t + template
+    monkeypatch.setenv("SPARSETRT_VALUES_TMA", "0")
+    y_cp = run_kernel(fmt, x, b, "gelu", family="wgmma_sp", guard_rows=8)
+    assert launch.VALUES_TMA_LAUNCHES == before_v + 1
+    check(fmt, x, b, y_maps, "gelu")
+    assert torch.equal(y_maps, y_cp), "per-tile maps and cp.async loads of the values gave different outputs"
+
+
 Y_TMA_CASES = {   # case name -> (CASES entry, permute_rows)
     "hinm64 (BM 64)": ("hinm64", False),
     "hinm128 (BM 128)": ("hinm128", False),

@@ -86,9 +86,9 @@ def test_sm90_plan_grid_and_shape():
 def test_sm90_shared_memory_mirrors_cuda_constants():
     # Sm90Shape<BM>: stages of (B 64 x 256 x 2 B + A 2*BM*32 B + E 2*BM*4 B, rounded to 1 KB), as many as fit
     # 227 KB (at most 6) beside the epilogue tiles (64 tokens x (BM + 8) halves; two of them for BM = 64),
-    # + 2 mbarriers per stage + 1 KB alignment slack
-    assert launch.sm90_shared_bytes(128) == 5 * 41984 + 128 * 72 * 2 + 5 * 16 + 1024   # the [rows][64 + 8] YT tile
-    assert launch.sm90_shared_bytes(64) == 5 * 37888 + 2 * 64 * 72 * 2 + 5 * 16 + 1024
+    # + 2 mbarriers per stage + the per-tile map ring word (16 B) + 1 KB alignment slack
+    assert launch.sm90_shared_bytes(128) == 5 * 41984 + 128 * 72 * 2 + 5 * 16 + 16 + 1024   # the [rows][64 + 8] YT tile
+    assert launch.sm90_shared_bytes(64) == 5 * 37888 + 2 * 64 * 72 * 2 + 5 * 16 + 16 + 1024
     assert max(launch.sm90_shared_bytes(64), launch.sm90_shared_bytes(128)) <= 227 * 1024
 
 
@@ -188,3 +188,12 @@ def test_y_map_fields_match_the_epilogue_buffers():
 ])
 def test_no_y_map_when_the_kernel_cannot_store_by_tma(M, N, ptr, yfm, why):
     assert launch.y_map_for(M, N, ptr, yfm) is None, why
+
+
+def test_per_tile_maps_only_for_128_row_ctas():
+    """The wgmma kernel builds per-tile values maps for 128-row CTAs and K >= 2048 only; the template passed for them is a valid
+    values view of one tile (its fields other than address, extent and pitch are what the kernel keeps)."""
+    assert launch.tile_maps_apply(128, 2048) and not launch.tile_maps_apply(64, 4096)
+    assert not launch.tile_maps_apply(128, 1024)   # short K: cp.async (the rewrite per item costs more)
+    template = launch.ValuesMap(128, 32, 128)
+    assert template.dims == (16, 128) and template.box == (16, 128) and template.strides == (32,)

@@ -81,7 +81,7 @@ def sm90_shared_bytes(cta_rows: int) -> int:
     # epilogue tiles of 64 tokens: [64][rows + 8] (token-major Y) or [rows][64 + 8] (feature-major YT), the larger
     out_tiles = (1 if cta_rows == 128 else 2) * max(64 * (cta_rows + 8), cta_rows * (64 + 8)) * 2
     stages = min(6, (SM90_MAX_SMEM - 2048 - out_tiles) // stage)
-    return stages * stage + out_tiles + 2 * stages * 8 + 1024
+    return stages * stage + out_tiles + 2 * stages * 8 + 16 + 1024   # + the per-tile map ring word
 
 
 def sm90_kernel_name(dtype: str, cta_rows: int, activation: str, y_feature_major: bool = False) -> str:
@@ -311,6 +311,20 @@ def _encode_map(ptr: int, view: ValuesMap | YMap) -> bytes:
 
 
 VALUES_TMA_LAUNCHES = 0   # wgmma_sp launches that passed a values map (tests check the TMA path ran)
+TILE_MAP_LAUNCHES = 0     # of those, launches that passed it as the template of per-tile maps
+TILE_MAPS_KEPT = -1       # values_map_kept for a template map (sm90::kTileMapsKept)
+
+
+TILE_MAPS_MIN_K = 2048    # sm90::kTileMapsMinK: below it the kernel keeps cp.async for tiles without a common map
+
+
+def tile_maps_apply(cta_rows: int, K: int) -> bool:
+    """Whether the wgmma kernel can build per-tile values maps itself (tiles of different kept counts, TVW): for CTAs
+    of 128 rows (at 64 the extra producer loop spilled under the 128-register cap) and K >= TILE_MAPS_MIN_K (per item
+    the map rewrite costs more than it saves at K = 768 / 1024, measured on an H200).  The launch passes a template map
+    when no single map covers the tiles; given a uniform map whose tiles do not all match it, the kernel turns to
+    per-tile maps on its own.  SPARSETRT_VALUES_TMA=0 turns all values maps off (cp.async, for comparisons)."""
+    return cta_rows == 128 and K >= TILE_MAPS_MIN_K
 Y_TMA_LAUNCHES = 0        # wgmma_sp launches that passed a Y map
 
 
@@ -533,18 +547,22 @@ GEMM90_ARGS = "".join(GEMM90_FIELDS)
 
 def _launch_gemm(rt: _Runtime, p: LaunchPlan, xt_ptr, ldx, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr,
                  row_index_ptr, bias_ptr, y_ptr, M, K, N, tile_rows, num_tiles, kept_total: int | None = None) -> None:
-    global LAUNCH_COUNT, VALUES_TMA_LAUNCHES, Y_TMA_LAUNCHES
+    global LAUNCH_COUNT, VALUES_TMA_LAUNCHES, Y_TMA_LAUNCHES, TILE_MAP_LAUNCHES
     args = (xt_ptr, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr, row_index_ptr,
             bias_ptr if bias_ptr else values_ptr, y_ptr, M, ldx, K, N, num_tiles, tile_rows, 1 if bias_ptr else 0)
     if p.family == "wgmma_sp":
         use_map = values_ptr % 16 == 0 and os.environ.get("SPARSETRT_VALUES_TMA", "1") != "0"
         vmap = values_map_for(kept_total, num_tiles, tile_rows, p.cta_rows) if use_map else None
+        kept = vmap.kept if vmap else 0
+        if vmap is None and use_map and tile_maps_apply(p.cta_rows, K):
+            vmap, kept = ValuesMap(tile_rows, 32, p.cta_rows), TILE_MAPS_KEPT   # a template for per-tile maps
         blob = _encode_map(values_ptr, vmap) if vmap else _NO_MAP
-        kept = vmap.kept if blob is not _NO_MAP else 0
+        kept = kept if blob is not _NO_MAP else 0
+        TILE_MAP_LAUNCHES += kept == TILE_MAPS_KEPT
         ymap = y_map_for(M, N, y_ptr, p.kernel_name.endswith("_yfm")) if os.environ.get("SPARSETRT_Y_TMA", "1") != "0" else None
         y_blob = _encode_map(y_ptr, ymap) if ymap else _NO_MAP
         y_on = int(y_blob is not _NO_MAP)
-        VALUES_TMA_LAUNCHES += kept > 0
+        VALUES_TMA_LAUNCHES += kept != 0
         Y_TMA_LAUNCHES += y_on
         rt.function(p.kernel_name, p.shared_bytes, rt.gemm90_args).prepared_async_call(
             p.grid, p.block, rt.stream, blob, y_blob, *args, kept, y_on, shared_size=p.shared_bytes)

@@ -2,7 +2,8 @@
 // The mma.sp kernels' parameters (kernels.cu), framed by two tensor maps (first, by value: a CUtensorMap must be
 // 64-byte aligned), the compressed values' and Y's, and at the end the kept count per tile the values map was built
 // for (0 = no map, every item loads its values with cp.async; -1 = the map is a template the kernel turns into one map
-// per tile, sm90::kTileMapsKept) and whether the Y map is valid (0 = the epilogue stores Y with st.global).  trt_plugins/launch.py builds the maps.
+// per tile, sm90::kTileMapsKept) and whether the Y map is valid (0 = the epilogue stores Y with st.global).
+// trt_plugins/launch.py builds the maps.
 // Built for sm_90a only (wgmma and setmaxnreg); trt_plugins/launch.py picks these on compute capability 9.0.
 #include "tile_sparse_gemm_sm90.cuh"
 

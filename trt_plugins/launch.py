@@ -312,9 +312,10 @@ def _encode_map(ptr: int, view: ValuesMap | YMap) -> bytes:
 
 VALUES_TMA_LAUNCHES = 0   # wgmma_sp launches that passed a values map (tests check the TMA path ran)
 TILE_MAP_LAUNCHES = 0     # of those, launches that passed it as the template of per-tile maps
+Y_TMA_LAUNCHES = 0        # wgmma_sp launches that passed a Y map
+
+
 TILE_MAPS_KEPT = -1       # values_map_kept for a template map (sm90::kTileMapsKept)
-
-
 TILE_MAPS_MIN_K = 2048    # sm90::kTileMapsMinK: below it the kernel keeps cp.async for tiles without a common map
 
 
@@ -325,7 +326,6 @@ def tile_maps_apply(cta_rows: int, K: int) -> bool:
     when no single map covers the tiles; given a uniform map whose tiles do not all match it, the kernel turns to
     per-tile maps on its own.  SPARSETRT_VALUES_TMA=0 turns all values maps off (cp.async, for comparisons)."""
     return cta_rows == 128 and K >= TILE_MAPS_MIN_K
-Y_TMA_LAUNCHES = 0        # wgmma_sp launches that passed a Y map
 
 
 # ---- runtime (pycuda) ---------------------------------------------------------------------------------

@@ -37,6 +37,44 @@ namespace sm90 {
 #ifndef SPARSETRT_SM90_MAX_STAGES
 #define SPARSETRT_SM90_MAX_STAGES 6
 #endif
+//   SPARSETRT_SM90_TRACE       1: clock64 stamps of each CTA's item events (g_sm90_trace) and of CTAs 0-3's stages
+//                              (g_sm90_stage), read back by tools/trace_sm90.py
+#ifndef SPARSETRT_SM90_TRACE
+#define SPARSETRT_SM90_TRACE 0
+#endif
+#if SPARSETRT_SM90_TRACE
+// g_sm90_trace[cta][slot]: 0 globaltimer and 1 clock at the CTA's start, 2 globaltimer and 3 clock at the consumers' end;
+// item k at 4 + 6k: producer start, first stage's buffer free, last stage issued, consumer first stage full, (unused: a
+// stamp at the last wgmma's retirement as well made ptxas serialise the wgmmas), epilogue done; 62 producer done.
+// g_sm90_stage[cta][stage it][issue start, issued] for CTAs 0-3 (the producer's thread 0).
+constexpr int kTraceSlots = 64;
+__device__ unsigned long long g_sm90_trace[1024 * kTraceSlots];
+__device__ unsigned long long g_sm90_stage[4 * 256 * 4];
+__device__ __forceinline__ void trace_stamp(unsigned long long* at, bool global_time = false) {
+  unsigned long long v;
+  if (global_time)
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(v));
+  else
+    asm volatile("mov.u64 %0, %%clock64;" : "=l"(v));
+  *at = v;
+}
+#define SM90_TRACE(cond, slot)                                                                    \
+  do {                                                                                            \
+    if ((cond) && blockIdx.x < 1024 && (slot) < kTraceSlots)                                      \
+      trace_stamp(g_sm90_trace + blockIdx.x * kTraceSlots + (slot));                              \
+  } while (0)
+#define SM90_STAGE(cond, it, j)                                                                   \
+  do {                                                                                            \
+    if ((cond) && blockIdx.x < 4 && (it) < 256) trace_stamp(g_sm90_stage + (blockIdx.x * 256 + (it)) * 4 + (j)); \
+  } while (0)
+#else
+#define SM90_TRACE(cond, slot) \
+  do {                         \
+  } while (0)
+#define SM90_STAGE(cond, it, j) \
+  do {                          \
+  } while (0)
+#endif
 
 // ---------------------------------------------------------------------------------------------------
 // PTX helpers
@@ -294,8 +332,9 @@ __device__ __forceinline__ void acquire_tile_map(const TensorMap* slot) {
 
 template <typename T, int BM, int kAblate, int kLoad = kLoadCpAsync>
 __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem& wi, uint32_t base, uint32_t full_bar,
-                                             uint32_t empty_bar, int& it, const TmaMaps& tma = {}) {
+                                             uint32_t empty_bar, int& it, const TmaMaps& tma = {}, int trace_k = 0) {
   using S = Sm90Shape<BM>;
+  SM90_TRACE(threadIdx.x == 0, 4 + 6 * trace_k);
   static_assert(kLoad <= kLoadTmaA || S::kProducers == 1, "the TMA gather experiments run one producer warpgroup");
   const int pw = threadIdx.x / 128, t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
   const int k_begin = p.k_offsets[wi.tile], kept = p.k_offsets[wi.tile + 1] - k_begin;
@@ -349,6 +388,8 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
     for (int d = 0; d + 1 < S::kIdxAhead; ++d) ring[d] = ring[d + 1];
     ring[S::kIdxAhead - 1] = stage_indices(s + S::kIdxAhead);
     if (it >= S::kStages) mbar_wait(empty_bar + 8 * st, ((it / S::kStages) - 1) & 1);
+    SM90_TRACE(threadIdx.x == 0 && s == 0, 5 + 6 * trace_k);
+    SM90_STAGE(threadIdx.x == 0, it, 0);
     const uint32_t sb = base + st * S::kStageBytes;
     // An odd last stage has one k32 step: its second step gets zero values and zero activations (and a copy
     // of the first step's valid metadata), so consumers always issue two wgmmas and never branch between them.
@@ -393,16 +434,19 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
       if (kAblate != 1) cp_async_16(sb + b_dst + j * 512 + b_swz[j & 1], b_src + off, on);
     }
     cp_async_arrive_noinc(full_bar + 8 * st);
+    SM90_STAGE(threadIdx.x == 0, it, 1);
   }
+  SM90_TRACE(threadIdx.x == 0, 6 + 6 * trace_k);
 }
 
 // ---------------------------------------------------------------------------------------------------
 // Consumer warpgroup c (0, 1): one item's wgmma main loop, then its epilogue.
 // ---------------------------------------------------------------------------------------------------
-// Named barrier of an epilogue group: both consumers for BM = 128 (id 1), consumer c alone for BM = 64 (id 2 + c).
-template <int BM>
+// Named barrier of an epilogue group: both consumers for BM = 128 (id 1), consumer c alone for BM = 64 (id 2 + c);
+// kPerConsumer: consumer c alone for BM = 128 too, where each consumer handles only its own rows (epilogue_tma_y).
+template <int BM, bool kPerConsumer = false>
 __device__ __forceinline__ void group_sync(int c) {
-  if (BM == 128)
+  if (BM == 128 && !kPerConsumer)
     asm volatile("bar.sync 1, 256;\n" ::: "memory");
   else
     asm volatile("bar.sync %0, 128;\n" ::"r"(2 + c) : "memory");
@@ -419,14 +463,16 @@ __device__ __forceinline__ void pack_fragment(const float* a0, float b_lo, float
 }
 
 // Token-major Y by TMA stores (tma.y, contiguous rows): the accumulators leave in rounds of 32 tokens through two
-// alternating shared buffers; per round one thread of the epilogue group stores each 64-feature sub-tile as one box
+// alternating shared buffers; per round thread 0 of each consumer stores that consumer's 64-feature sub-tile as one box
 // of the Y map ([32 tokens][64 features], 128-byte swizzle: chunk c of token n at n * 128 + (c ^ (n & 7)) * 16).
 // The stores run on the TMA unit while the group fills the other buffer, and the last round's while the next item's
 // wgmmas run; the 16-byte st.global they replace shared the load/store path with the gather.  Tokens past M are
-// outside the map and are not written.
+// outside the map and are not written.  Each consumer syncs, waits and stores on its own (BM = 128 too: its rows are
+// sub-tile c of the buffer), so one consumer's late wgmmas do not hold up the other's epilogue (2-3% at the short-K
+// shapes, docs/KERNEL_NOTES.md v6k).
 template <typename T, int BM, int ACT>
 __device__ __forceinline__ void epilogue_tma_y(const WorkItem& wi, uint32_t base, const void* y_map,
-                                               const float* acc, float b_lo, float b_hi, int row0, int tok0, int gt,
+                                               const float* acc, float b_lo, float b_hi, int row0, int tok0,
                                                int my_tok, int mj, int my_row, int c) {
   using S = Sm90Shape<BM>;
   constexpr int kSubBytes = 32 * 128;                 // one sub-tile: 32 tokens x 64 features
@@ -435,11 +481,13 @@ __device__ __forceinline__ void epilogue_tma_y(const WorkItem& wi, uint32_t base
   const uint32_t out_base = base + S::kOutOffset + (BM == 128 ? 0 : c * S::kOutGroupBytes);
   // lane's stmatrix row: token my_tok (+16 per q) of the round, features my_row .. my_row + 7 (chunk my_row % 64 / 8)
   const uint32_t lane_off = (my_row / 64) * kSubBytes + my_tok * 128 + ((((my_row % 64) / 8) ^ mj) * 16);
+  const bool issuer = threadIdx.x % 128 == 0;   // the consumer's thread whose bulk groups these stores are
+  const int sub = my_row / 64;                  // this consumer's sub-tile (c for BM = 128, 0 for BM = 64)
 #pragma unroll
   for (int r = 0; r < S::kWgTokens / 32; ++r) {
     const uint32_t buf = out_base + (r & 1) * kBufBytes;
-    if (gt == 0) bulk_wait_read<1>();   // the store from this buffer (two rounds ago) has read it
-    group_sync<BM>(c);
+    if (issuer) bulk_wait_read<1>();   // the store from this buffer (two rounds ago) has read it
+    group_sync<BM, true>(c);
 #pragma unroll
     for (int q = 0; q < 2; ++q) {
       const float* a0 = acc + 8 * (2 * r + q);   // tokens 32r + 16q .. +15 of this consumer
@@ -448,11 +496,9 @@ __device__ __forceinline__ void epilogue_tma_y(const WorkItem& wi, uint32_t base
       stmatrix_x4_trans(buf + lane_off + q * 16 * 128, r0, r1, r2, r3);
     }
     fence_proxy_async();   // the stmatrix writes (generic proxy) before the TMA (async proxy) reads them
-    group_sync<BM>(c);
-    if (gt == 0) {
-#pragma unroll
-      for (int sub = 0; sub < BM / 64; ++sub)
-        tma_store_2d(y_map, row0 + 64 * sub, wi.m0 + tok0 + 32 * r, buf + sub * kSubBytes);
+    group_sync<BM, true>(c);
+    if (issuer) {
+      tma_store_2d(y_map, row0 + 64 * sub, wi.m0 + tok0 + 32 * r, buf + sub * kSubBytes);
       bulk_commit();
     }
   }
@@ -462,7 +508,8 @@ __device__ __forceinline__ void epilogue_tma_y(const WorkItem& wi, uint32_t base
 // bulk copies (one 2·BM-byte run per token, issued by 64 threads) instead of 16-byte loads and stores.
 template <typename T, int BM, int ACT, int kAblate, bool kYFm, bool kBulkY = false>
 __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem& wi, uint32_t base, uint8_t* smem,
-                                             uint32_t full_bar, uint32_t empty_bar, int& it, const TmaMaps& tma) {
+                                             uint32_t full_bar, uint32_t empty_bar, int& it, const TmaMaps& tma,
+                                             int trace_k = 0) {
   using S = Sm90Shape<BM>;
   constexpr int kN = S::kWgTokens;
   const int c = threadIdx.x / 128 - S::kProducers, t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
@@ -488,6 +535,12 @@ __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem
   float acc[S::kAccRegs];
 #pragma unroll
   for (int i = 0; i < S::kAccRegs; ++i) acc[i] = 0.f;
+#if SPARSETRT_SM90_TRACE
+  if (stages > 0) {   // the first stage's data is in (a stamp inside the loop would serialise its wgmmas)
+    mbar_wait(full_bar + 8 * (it % S::kStages), (it / S::kStages) & 1);
+    SM90_TRACE(threadIdx.x == 128 * S::kProducers, 7 + 6 * trace_k);
+  }
+#endif
   for (int s = 0; s < stages; ++s, ++it) {
     const int st = it % S::kStages;
     mbar_wait(full_bar + 8 * st, (it / S::kStages) & 1);
@@ -518,10 +571,10 @@ __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem
   const int mi = lane / 8, mj = lane % 8;   // stmatrix: lane 8i + j addresses row j of the i-th 8x8 matrix
   const int my_row = slab + 16 * warp + 8 * (mi & 1);   // matrix i: rows +8 (i & 1), tokens +8 (i >> 1)
   if (!kYFm && kAblate == 0 && tma.y != nullptr && contiguous) {
-    epilogue_tma_y<T, BM, ACT>(wi, base, tma.y, acc, b_lo, b_hi, row0, tok0, gt, mj + 8 * (mi >> 1), mj, my_row, c);
+    epilogue_tma_y<T, BM, ACT>(wi, base, tma.y, acc, b_lo, b_hi, row0, tok0, mj + 8 * (mi >> 1), mj, my_row, c);
     return;
   }
-  if (gt == 0) bulk_wait_read();   // an earlier item's TMA stores (epilogue_tma_y) may still read the tile
+  if (t == 0) bulk_wait_read();   // an earlier item's TMA stores (epilogue_tma_y, per consumer) may still read the tile
 
   // ---- epilogue: act(acc + bias) -> a shared tile -> 16-byte stores, four rounds of 64 tokens -------------
   // Round r covers this consumer's tokens 64r..64r+63 (4 pairs of 8-token blocks).  For BM = 128 both consumers
@@ -586,6 +639,8 @@ __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem
       }
     }
   }
+  // The tile's last readers are done before a later item's epilogue_tma_y (which syncs per consumer) refills it
+  if (BM == 128) group_sync<BM>(c);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -615,6 +670,12 @@ __device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p, const
     mbar_fence_init();
   }
   __syncthreads();
+#if SPARSETRT_SM90_TRACE
+  if (threadIdx.x == 0) {
+    trace_stamp(g_sm90_trace + blockIdx.x * kTraceSlots, true);
+    trace_stamp(g_sm90_trace + blockIdx.x * kTraceSlots + 1);
+  }
+#endif
   int it = 0;   // stages produced / consumed so far by this CTA (the same sequence on both sides)
   if (threadIdx.x < 128 * S::kProducers) {
     setmaxnreg_dec<S::kProducers == 1 ? 56 : 40>();
@@ -636,8 +697,8 @@ __device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p, const
     }
     constexpr int kOther = kLoad == kLoadAuto ? kLoadCpAsync : kLoad;
     if (tma_all) {
-      for (int w = blockIdx.x; w < sched.gemm_items; w += gridDim.x)
-        produce_item<T, BM, kAblate, kLoadTmaA>(p, sched.item(w, p.num_tiles), base, full_bar, empty_bar, it, tma);
+      for (int w = blockIdx.x, k = 0; w < sched.gemm_items; w += gridDim.x, ++k)
+        produce_item<T, BM, kAblate, kLoadTmaA>(p, sched.item(w, p.num_tiles), base, full_bar, empty_bar, it, tma, k);
     } else if (ring >= 0) {   // per-tile maps (TVW)
       const int pw = threadIdx.x / 128, t = threadIdx.x % 128;
       TensorMap* slots = g_tile_maps[ring][pw];
@@ -654,7 +715,7 @@ __device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p, const
             write_tile_map(p, slots + (k + 1) % kMapSlots, sched.item(w + gridDim.x, p.num_tiles).tile);
           acquire_tile_map(slots + k % kMapSlots);
         }
-        produce_item<T, BM, kAblate, kLoadTmaA>(p, sched.item(w, p.num_tiles), base, full_bar, empty_bar, it, item_map);
+        produce_item<T, BM, kAblate, kLoadTmaA>(p, sched.item(w, p.num_tiles), base, full_bar, empty_bar, it, item_map, k);
       }
       if (threadIdx.x == 0) {   // every load that read the ring has landed: hand the ring back
         for (int i = it - 1; i >= 0 && i >= it - S::kStages; --i) mbar_wait(full_bar + 8 * (i % S::kStages), (i / S::kStages) & 1);
@@ -662,19 +723,27 @@ __device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p, const
         atomicExch(&g_tile_map_owner[ring], 0);
       }
     } else {
-      for (int w = blockIdx.x; w < sched.gemm_items; w += gridDim.x)
-        produce_item<T, BM, kAblate, kOther>(p, sched.item(w, p.num_tiles), base, full_bar, empty_bar, it, tma);
+      for (int w = blockIdx.x, k = 0; w < sched.gemm_items; w += gridDim.x, ++k)
+        produce_item<T, BM, kAblate, kOther>(p, sched.item(w, p.num_tiles), base, full_bar, empty_bar, it, tma, k);
     }
     cp_async_wait_all();
+    SM90_TRACE(threadIdx.x == 0, 62);
   } else {
     setmaxnreg_inc<S::kProducers == 1 ? 224 : 216>();   // the register file: 128P x (56 | 40) + 256 x (224 | 216)
-    for (int w = blockIdx.x; w < sched.total; w += gridDim.x) {
+    for (int w = blockIdx.x, k = 0; w < sched.total; w += gridDim.x, ++k) {
       const WorkItem wi = sched.item(w, p.num_tiles);
       if (wi.fill >= 0)
         fill_pruned<T, S::kTokens, ACT, kYFm>(p, wi.fill, sched.m_tiles, threadIdx.x - 128 * S::kProducers, 256);
       else
-        consume_item<T, BM, ACT, kAblate, kYFm, kBulkY>(p, wi, base, smem, full_bar, empty_bar, it, tma);
+        consume_item<T, BM, ACT, kAblate, kYFm, kBulkY>(p, wi, base, smem, full_bar, empty_bar, it, tma, k);
+      SM90_TRACE(threadIdx.x == 128 * S::kProducers, 9 + 6 * k);
     }
+#if SPARSETRT_SM90_TRACE
+    if (threadIdx.x == 128 * S::kProducers) {
+      trace_stamp(g_sm90_trace + blockIdx.x * kTraceSlots + 2, true);
+      trace_stamp(g_sm90_trace + blockIdx.x * kTraceSlots + 3);
+    }
+#endif
     if (kBulkY || tma.y != nullptr) bulk_wait_all();   // the TMA stores are done before the CTA's memory goes
   }
 }

@@ -24,7 +24,8 @@ REL_TOL = {torch.float16: 2e-3, torch.bfloat16: 1.2e-2}
 
 
 def make_format(pattern, sparsity, n, k, dtype, gen, *, permute_rows=False, free_order=False, bias=True, row_scale=None):
-    """row_scale: optional [n] factors on the rows of a random W (e.g. so TVW tiles keep different widths)."""
+    """row_scale: optional [n] factors on the rows of a random W (e.g. so TVW tiles keep different widths).
+    permute_rows: True scatters every tile's rows over the outputs; "odd tiles" shuffles the rows of odd tiles only."""
     w = torch.randn(n, k, generator=gen)
     if row_scale is not None:
         w = w * row_scale[:, None]
@@ -32,7 +33,10 @@ def make_format(pattern, sparsity, n, k, dtype, gen, *, permute_rows=False, free
     rows, cols = lm.rows, lm.cols
     if free_order:   # kept columns in a non-ascending 2:4 grouping, as input permutation produces
         cols = [c[torch.randperm(len(c), generator=gen)] for c in cols]
-    if permute_rows:  # tile rows scattered over the outputs, as a restored output permutation produces
+    if permute_rows == "odd tiles":   # odd tiles' rows shuffled among themselves: contiguous and scattered tiles mixed
+        rows = rows.clone()
+        rows[1::2] = torch.stack([r[torch.randperm(len(r), generator=gen)] for r in rows[1::2]])
+    elif permute_rows:  # tile rows scattered over the outputs, as a restored output permutation produces
         perm = torch.randperm(n, generator=gen)
         rows = perm[rows]
     mask = _tiles_to_mask((n, k), rows, cols, w.abs(), lm.two_four)

@@ -476,6 +476,27 @@ def test_y_by_tma_equals_st_global(name, m, dtype, rng, monkeypatch):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_y_by_tma_and_st_global_items_mixed_in_one_cta(dtype, rng, monkeypatch):
+    """Contiguous tiles (TMA stores, each consumer on its own barrier) and scattered ones (st.global through the
+    shared tile of both consumers) alternate within one CTA's items: 5 tiles of 128 rows and 32 token slices give
+    160 items, so CTAs 0-27 run two, of tiles b % 5 and (b + 2) % 5 — both orders of the two epilogues occur."""
+    if not wgmma_available():
+        pytest.skip("the wgmma kernel needs an sm_90 GPU")
+    from trt_plugins import launch
+
+    fmt, b = make_format(HiNM(vector=128), 0.75, 640, 256, dtype, rng, permute_rows="odd tiles")
+    x = torch.randn(8192, 256, generator=rng).to(dtype)
+    before = launch.Y_TMA_LAUNCHES
+    y_mixed = run_kernel(fmt, x, b, "relu", family="wgmma_sp", guard_rows=8)
+    assert launch.Y_TMA_LAUNCHES == before + 1
+    monkeypatch.setenv("SPARSETRT_Y_TMA", "0")
+    y_st = run_kernel(fmt, x, b, "relu", family="wgmma_sp", guard_rows=8)
+    check(fmt, x, b, y_mixed, "relu")
+    assert torch.equal(y_mixed, y_st), "mixed TMA / st.global epilogues differ from st.global alone"
+
+
+@pytest.mark.gpu
 def test_no_y_map_for_feature_major_or_unaligned_rows(rng):
     """YT[N, M] (feature-major) keeps st.global; so does Y whose rows are not whole 16-byte chunks (N % 8 != 0
     cannot occur for 64-row tiles, so the feature-major launch is the case to run)."""

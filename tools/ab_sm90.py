@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Same-process A/B of sm_90a cubins on the shipped entry points (Hopper, on the device):
+
+    nvcc -std=c++17 -O3 --use_fast_math -gencode=arch=compute_90a,code=sm_90a -cubin cuda/kernels_sm90.cu -o new.cubin
+    python3 tools/ab_sm90.py base=old.cubin new=new.cubin --shapes 0,1,2,3,4,5,6,7 --patterns hinm128,tvw128,hinm64
+
+Each cubin replaces the launch layer's Hopper module in turn (same inputs, same launch plans); the first one is the
+baseline.  Per shape and pattern: the median over --rounds of CUDA-graph timings (--reps calls each), the rounds
+alternating the variants' order, because a long run heats the GPU and later calls clock lower; each variant's output
+must be bit-identical to the baseline's.  The large shapes (Llama, 8k) still move by up to ~10% between rounds;
+the small ones by ~0.3%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from exporter import TVW, HiNM, select_masks  # noqa: E402
+from exporter.formats import compress  # noqa: E402
+from exporter.timing import graph_median_ms  # noqa: E402
+from tools.bench_kernels import SHAPES  # noqa: E402
+
+PATTERNS = {"hinm128": (HiNM(vector=128), 0.75), "hinm64": (HiNM(vector=64), 0.75), "tvw128": (TVW(tile=128), 0.75),
+            "hinm128_875": (HiNM(vector=128), 0.875)}
+
+
+def time_variants(launch, use, labels, x, xts, op, reps: int, rounds: int) -> dict[str, list[float]]:
+    """CUDA-graph times (ms) of each variant per round; the rounds alternate the variants' order."""
+    feature_major = itertools.cycle(xts)   # inputs rotated over the buffers, as in bench_kernels
+    times = {v: [] for v in labels}
+    for r in range(rounds):
+        for v in labels if r % 2 == 0 else labels[::-1]:
+            use(v)
+            times[v].append(graph_median_ms(lambda: launch.tile_sparse_linear(x, *op, xt=next(feature_major)),
+                                            5, reps, len(xts)))
+    return times
+
+
+def main(argv=None) -> int:
+    from trt_plugins import launch
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("variants", nargs="+", help="label=path.cubin; the first is the baseline")
+    parser.add_argument("--shapes", default="0,1,2,3,4,5,6,7", help="indices into tools/bench_kernels.py SHAPES")
+    parser.add_argument("--patterns", default="hinm128,tvw128,hinm64", help=f"comma-separated: {', '.join(PATTERNS)}")
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=Path("ab_sm90.json"))
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
+        print("ab_sm90: needs an sm_90 GPU", file=sys.stderr)
+        return 3
+    specs = [v.split("=", 1) for v in args.variants]
+    if any(len(s) != 2 or not Path(s[1]).is_file() for s in specs):
+        parser.error("variants: expected label=path with an existing cubin file, e.g. base=old.cubin")
+    patterns = args.patterns.split(",")
+    if set(patterns) - set(PATTERNS):
+        parser.error(f"--patterns: unknown {sorted(set(patterns) - set(PATTERNS))}; expected some of {sorted(PATTERNS)}")
+    rt = launch.runtime(0)
+    rt.context.push()
+    try:
+        modules = {label: rt.cuda.module_from_file(path) for label, path in specs}
+    finally:
+        rt.context.pop()
+    labels = list(modules)
+
+    def use(label):
+        rt.module90, rt.functions = modules[label], {}
+
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for index in map(int, args.shapes.split(",")):
+        name, m, k, n = SHAPES[index]
+        w = torch.randn(n, k, generator=gen).half()
+        xs = [torch.randn(m, k, generator=gen).half().cuda() for _ in range(3)]
+        xts = [x.t().contiguous() for x in xs]
+        for label in patterns:
+            pattern, sparsity = PATTERNS[label]
+            lm = select_masks({"w": w.abs().float()}, pattern, sparsity)["w"]
+            fmt = compress(w, lm.mask, lm.rows, lm.cols, two_four=True).to("cuda")
+            op = (fmt.values, fmt.meta, fmt.k_index, fmt.k_offsets, fmt.row_index, None, n, fmt.tile_rows, "none")
+            outputs = {}
+            for v in labels:
+                use(v)
+                outputs[v] = launch.tile_sparse_linear(xs[0], *op, xt=xts[0])
+            torch.cuda.synchronize()
+            identical = {v: bool(torch.equal(outputs[v], outputs[labels[0]])) for v in labels}
+            times = time_variants(launch, use, labels, xs[0], xts, op, args.reps, args.rounds)
+            ms = {v: statistics.median(t) for v, t in times.items()}
+            rows.append({"shape": name, "pattern": label, "ms": ms, "rounds": times, "bit_identical": identical})
+            base = ms[labels[0]]
+            print(f"{name:18s} {label:12s} " + "  ".join(
+                f"{v} {ms[v]:.4f} ({base / ms[v]:.3f}x{'' if identical[v] else ', OUTPUT DIFFERS'})" for v in labels),
+                flush=True)
+    args.out.write_text(json.dumps(rows, indent=1))
+    print(f"geometric mean speedup vs {labels[0]}:")
+    for label in patterns:
+        sel = [r for r in rows if r["pattern"] == label]
+        print(f"  {label:12s} " + "  ".join(
+            f"{v} {statistics.geometric_mean([r['ms'][labels[0]] / r['ms'][v] for r in sel]):.4f}" for v in labels))
+    return 0 if all(all(r["bit_identical"].values()) for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

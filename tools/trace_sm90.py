@@ -44,12 +44,14 @@ def build_trace_cubin(out: Path) -> Path:
     return out
 
 
-def summarize(tr: np.ndarray, stages: np.ndarray, kernel_us: float, title: str) -> None:
+def item_stats(tr: np.ndarray) -> tuple[float, dict[str, list[float]]]:
+    """The SM clock (GHz, from each CTA's clock64 and globaltimer spans) and the per-item intervals (us) of a
+    g_sm90_trace readout [CTAs, SLOTS]; CTAs that never started (slot 1 = 0) are left out."""
     ctas = [b for b in range(tr.shape[0]) if tr[b, 1]]
     ghz = statistics.median((tr[b, 3] - tr[b, 1]) / max(1, tr[b, 2] - tr[b, 0]) for b in ctas)
 
     def us(cycles):
-        return cycles / ghz / 1e3
+        return float(cycles / ghz / 1e3)
 
     stats = {key: [] for key in ("prologue", "c_wait", "c_item", "p_first", "p_item", "lead", "cta_total")}
     for b in ctas:
@@ -67,13 +69,20 @@ def summarize(tr: np.ndarray, stages: np.ndarray, kernel_us: float, title: str) 
             stats["p_first"].append(us(p_first - p_start))
             stats["p_item"].append(us(p_end - p_start))
             stats["lead"].append(us(c_first - p_first))
-    print(f"== {title}: launch {kernel_us:.1f} us (eager, events), {len(ctas)} CTAs, SM clock {ghz:.3f} GHz")
+    return ghz, stats
+
+
+def summarize(tr: np.ndarray, stages: np.ndarray, kernel_us: float, title: str) -> None:
+    ghz, stats = item_stats(tr)
+    ctas = len(stats["cta_total"])
+    print(f"== {title}: launch {kernel_us:.1f} us (eager, events), {ctas} CTAs, SM clock {ghz:.3f} GHz")
     for key, values in stats.items():
         if values:
             p10, p50, p90 = np.percentile(values, [10, 50, 90])
             print(f"   {key:10s} mean {np.mean(values):7.2f}  p10 {p10:7.2f}  p50 {p50:7.2f}  p90 {p90:7.2f} us  (n={len(values)})")
     c0 = tr[0, 1]
-    rows = [(i, us(stages[0, i, 0] - c0), us(stages[0, i, 1] - c0)) for i in range(stages.shape[1]) if stages[0, i, 0]]
+    rows = [(i, (stages[0, i, 0] - c0) / ghz / 1e3, (stages[0, i, 1] - c0) / ghz / 1e3)
+            for i in range(stages.shape[1]) if stages[0, i, 0]]
     print("   CTA 0 stages (us from its start): it, issue start, issued")
     print("   " + "  ".join(f"{i}:{a:.2f}/{b:.2f}" for i, a, b in rows[:40]))
 

@@ -23,13 +23,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from exporter import TVW, HiNM, select_masks  # noqa: E402
-from exporter.formats import compress  # noqa: E402
 from exporter.timing import graph_median_ms  # noqa: E402
 from tools.bench_kernels import SHAPES  # noqa: E402
-
-PATTERNS = {"hinm128": (HiNM(vector=128), 0.75), "hinm64": (HiNM(vector=64), 0.75), "tvw128": (TVW(tile=128), 0.75),
-            "hinm128_875": (HiNM(vector=128), 0.875)}
+from tools.sm90_variants import PATTERNS, compressed_op, load_modules, parse_patterns, use_module  # noqa: E402
 
 
 def time_variants(launch, use, labels, x, xts, op, reps: int, rounds: int) -> dict[str, list[float]]:
@@ -61,19 +57,13 @@ def main(argv=None) -> int:
     specs = [v.split("=", 1) for v in args.variants]
     if any(len(s) != 2 or not Path(s[1]).is_file() for s in specs):
         parser.error("variants: expected label=path with an existing cubin file, e.g. base=old.cubin")
-    patterns = args.patterns.split(",")
-    if set(patterns) - set(PATTERNS):
-        parser.error(f"--patterns: unknown {sorted(set(patterns) - set(PATTERNS))}; expected some of {sorted(PATTERNS)}")
+    patterns = parse_patterns(parser, args.patterns)
     rt = launch.runtime(0)
-    rt.context.push()
-    try:
-        modules = {label: rt.cuda.module_from_file(path) for label, path in specs}
-    finally:
-        rt.context.pop()
+    modules = load_modules(rt, dict(specs))
     labels = list(modules)
 
     def use(label):
-        rt.module90, rt.functions = modules[label], {}
+        use_module(rt, modules[label])
 
     gen = torch.Generator().manual_seed(0)
     rows = []
@@ -83,10 +73,7 @@ def main(argv=None) -> int:
         xs = [torch.randn(m, k, generator=gen).half().cuda() for _ in range(3)]
         xts = [x.t().contiguous() for x in xs]
         for label in patterns:
-            pattern, sparsity = PATTERNS[label]
-            lm = select_masks({"w": w.abs().float()}, pattern, sparsity)["w"]
-            fmt = compress(w, lm.mask, lm.rows, lm.cols, two_four=True).to("cuda")
-            op = (fmt.values, fmt.meta, fmt.k_index, fmt.k_offsets, fmt.row_index, None, n, fmt.tile_rows, "none")
+            op = compressed_op(w, label)
             outputs = {}
             for v in labels:
                 use(v)

@@ -28,11 +28,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from exporter import TVW, HiNM, select_masks  # noqa: E402
-from exporter.formats import compress  # noqa: E402
 from tools.bench_kernels import SHAPES  # noqa: E402
+from tools.sm90_variants import PATTERNS, compressed_op, load_modules, parse_patterns, use_module  # noqa: E402
 
-PATTERNS = {"hinm128": (HiNM(vector=128), 0.75), "hinm64": (HiNM(vector=64), 0.75), "tvw128": (TVW(tile=128), 0.75)}
 TRACE_SYMBOL, STAGE_SYMBOL = "_ZN9sparsetrt4sm9012g_sm90_traceE", "_ZN9sparsetrt4sm9012g_sm90_stageE"
 SLOTS, ITEM0, ITEM_SLOTS, MAX_ITEMS = 64, 4, 6, 9
 
@@ -98,20 +96,17 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
         print("trace_sm90: needs an sm_90 GPU", file=sys.stderr)
         return 3
-    patterns = args.patterns.split(",")
-    unknown = sorted(set(patterns) - set(PATTERNS))
-    if unknown:
-        parser.error(f"--patterns: unknown {unknown}; expected some of {sorted(PATTERNS)}")
+    patterns = parse_patterns(parser, args.patterns)
     cubin = args.cubin or build_trace_cubin(Path(tempfile.mkdtemp()) / "sparsetrt_sm90a_trace.cubin")
     rt = launch.runtime(0)
+    module = load_modules(rt, {"trace": cubin})["trace"]
     rt.context.push()
     try:
-        module = rt.cuda.module_from_file(str(cubin))
         trace_ptr, trace_bytes = module.get_global(TRACE_SYMBOL)
         stage_ptr, stage_bytes = module.get_global(STAGE_SYMBOL)
     finally:
         rt.context.pop()
-    rt.module90, rt.functions = module, {}   # the launch layer now runs the traced kernels
+    use_module(rt, module)   # the launch layer now runs the traced kernels
     gen = torch.Generator().manual_seed(0)
     for index in map(int, args.shapes.split(",")):
         name, m, k, n = SHAPES[index]
@@ -119,10 +114,7 @@ def main(argv=None) -> int:
         x = torch.randn(m, k, generator=gen).half().cuda()
         xt = x.t().contiguous()
         for label in patterns:
-            pattern, sparsity = PATTERNS[label]
-            lm = select_masks({"w": w.abs().float()}, pattern, sparsity)["w"]
-            fmt = compress(w, lm.mask, lm.rows, lm.cols, two_four=True).to("cuda")
-            op = (fmt.values, fmt.meta, fmt.k_index, fmt.k_offsets, fmt.row_index, None, n, fmt.tile_rows, "none")
+            op = compressed_op(w, label)
             for _ in range(5):
                 launch.tile_sparse_linear(x, *op, xt=xt)
             torch.cuda.synchronize()
@@ -142,7 +134,7 @@ def main(argv=None) -> int:
             rt.cuda.memcpy_dtoh(stages, stage_ptr)
             rt.context.pop()
             summarize(trace.reshape(-1, SLOTS).astype(np.int64), stages.reshape(4, 256, 4).astype(np.int64),
-                      start.elapsed_time(end) * 1e3, f"{name} (M {m}, K {k}, N {n}) {label} {sparsity:.0%}")
+                      start.elapsed_time(end) * 1e3, f"{name} (M {m}, K {k}, N {n}) {label} {PATTERNS[label][1]:.0%}")
     return 0
 
 

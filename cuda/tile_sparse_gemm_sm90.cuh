@@ -10,7 +10,7 @@
 //   producers         warpgroup 0 (BM = 128) or 0, 1 (BM = 64; one per k32 step of a stage): cp.async of A (compressed values), E (metadata) and B (a gather of kept rows
 //                     of XT, one 512-byte run of tokens per kept index) into a stage; completion arrives on the
 //                     stage's `full` mbarrier (cp.async.mbarrier.arrive.noinc).  It runs ahead across items, so
-//                     the next item's loads overlap this item's epilogue; kept indices are loaded 4 stages ahead.
+//                     the next item's loads overlap this item's epilogue; each lane loads its warp's kept indices 2 stages ahead.
 //   consumers         the last two warpgroups: wait `full`, wgmma.sp from shared memory into fp32 registers, release the
 //                     stage on `empty` once the wgmmas reading it retired
 //   epilogue          bias + activation, stmatrix.trans into a [64 tokens][rows] shared tile of its own (so the
@@ -41,6 +41,24 @@ namespace sm90 {
 //                              (g_sm90_stage), read back by tools/trace_sm90.py
 #ifndef SPARSETRT_SM90_TRACE
 #define SPARSETRT_SM90_TRACE 0
+#endif
+//   SPARSETRT_SM90_IDX_AHEAD   stages of kept indices each producer lane holds ahead (16 per stage at BM = 128: 2 stages
+//                              fit the producer's 104 registers; 3 or 4 need registers the consumers cannot spare)
+#ifndef SPARSETRT_SM90_IDX_AHEAD
+#define SPARSETRT_SM90_IDX_AHEAD 2
+#endif
+//   SPARSETRT_SM90_PREGS[64] / CREGS[64]   setmaxnreg of the producer / consumer warpgroups at BM = 128 [64]: ptxas
+//                              compiles each side within its count (the consumers spill below 200 at BM = 128).  The
+//                              split must fit what the launch holds (128 P + 256 C <= 384 x 168 at BM = 128,
+//                              256 (P + C) <= 512 x 128 at BM = 64; static_assert below), else setmaxnreg.inc waits
+//                              forever (seen: a 112 / 200 build hung)
+#ifndef SPARSETRT_SM90_PREGS
+#define SPARSETRT_SM90_PREGS 104
+#define SPARSETRT_SM90_CREGS 200
+#endif
+#ifndef SPARSETRT_SM90_PREGS64
+#define SPARSETRT_SM90_PREGS64 48
+#define SPARSETRT_SM90_CREGS64 208
 #endif
 #if SPARSETRT_SM90_TRACE
 // g_sm90_trace[cta][slot]: 0 globaltimer and 1 clock at the CTA's start, 2 globaltimer and 3 clock at the consumers' end;
@@ -168,6 +186,8 @@ __device__ __forceinline__ void stmatrix_x4(uint32_t addr, uint32_t r0, uint32_t
                "r"(r2), "r"(r3)
                : "memory");
 }
+// Component r of an int4 (r known at compile time after unrolling)
+__device__ __forceinline__ int component(const int4& v, int r) { return r == 0 ? v.x : r == 1 ? v.y : r == 2 ? v.z : v.w; }
 __device__ __forceinline__ uint32_t ld_shared_u32(uint32_t addr) {
   uint32_t v;
   asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr));
@@ -205,7 +225,7 @@ struct Sm90Shape {
   static constexpr int kWgTokens = BM == 128 ? 256 : 128;   // N of each consumer's wgmma
   static constexpr int kAccRegs = kWgTokens / 2;
   static constexpr int kKept = 64;                          // kept columns per stage
-  static constexpr int kIdxAhead = 4;                       // stages of kept indices in flight per producer lane
+  static constexpr int kIdxAhead = SPARSETRT_SM90_IDX_AHEAD;   // stages of kept indices in flight per producer lane
   static constexpr int kBBytes = kKept * kTokens * 2;
   static constexpr int kAStepBytes = BM * 32;               // one k32 step of compressed values
   static constexpr int kEStepBytes = BM * 4;                // one k32 step of metadata words
@@ -226,6 +246,10 @@ struct Sm90Shape {
   static constexpr int kBarrierOffset = kOutOffset + kOutBytes;
   static constexpr int kRingWordOffset = kBarrierOffset + 2 * kStages * 8;   // the CTA's per-tile map ring (16 B)
   static constexpr int kSmemBytes = kRingWordOffset + 16 + 1024;   // + slack to align the base
+  // setmaxnreg.inc waits until the CTA's registers allow it: the split must fit what the launch bound gives the CTA
+  static_assert(BM == 128 ? 128 * SPARSETRT_SM90_PREGS + 256 * SPARSETRT_SM90_CREGS <= 384 * 168
+                          : 256 * SPARSETRT_SM90_PREGS64 + 256 * SPARSETRT_SM90_CREGS64 <= 512 * 128,
+                "setmaxnreg split over the CTA's register file");
   static_assert(kStages <= 6, "the per-tile map ring (8 slots) is safe for at most 6 stages in flight");
   static_assert(kSmemBytes <= kMaxDynamicSmem, "shared memory over the sm_90 limit");
 };
@@ -270,10 +294,10 @@ struct Schedule {
 //                 It takes A and E off the load/store path that the activation gather saturates: 6-17% faster at the
 //                 large shapes (H200, docs/KERNEL_NOTES.md v6h).  The map views the values as [tiles * tile_rows, kept / 2],
 //                 so it serves formats whose tiles all keep the same `kept` columns (HiNM).
-//   kLoadTmaAHalfB / kLoadTmaAll   timing experiments (tools/ablate_sm90.py): also half / all of the gathered rows
-//                 as 64-token TMA boxes of a map over XT; correct, but 1.5-2.7x slower (small boxes are slow)
+// (Gathering the rows by TMA as well, as 64-token boxes of a map over XT, was correct but 1.5-2.7x slower: small boxes
+// are slow; removed with v7, docs/KERNEL_NOTES.md v6h.)
 // The shipped kernels pick kLoadTmaA or kLoadCpAsync per launch (tile_sparse_gemm_sm90).
-enum LoadMode : int { kLoadCpAsync = 0, kLoadTmaA = 1, kLoadTmaAHalfB = 2, kLoadTmaAll = 3 };
+enum LoadMode : int { kLoadCpAsync = 0, kLoadTmaA = 1 };
 // A CUtensorMap's 128 bytes (cuTensorMapEncodeTiled, trt_plugins/launch.py): passed by value as a __grid_constant__
 // kernel parameter, so a launch needs no device memory for it and a captured CUDA graph keeps its own copy.
 struct alignas(64) TensorMap {
@@ -282,7 +306,6 @@ struct alignas(64) TensorMap {
 struct TmaMaps {
   const void* a = nullptr;   // values map (kLoadTmaA); null: every item loads A with cp.async
   int kept = 0;              // the kept count per tile the values map was built for
-  const void* b = nullptr;   // XT map (experiments only)
   const void* y = nullptr;   // Y map (token-major Y[M, N], 64 features x 32 tokens boxes, 128-byte swizzle); null: the
                              // epilogue stores Y with 16-byte st.global
 };
@@ -335,7 +358,6 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
                                              uint32_t empty_bar, int& it, const TmaMaps& tma = {}, int trace_k = 0) {
   using S = Sm90Shape<BM>;
   SM90_TRACE(threadIdx.x == 0, 4 + 6 * trace_k);
-  static_assert(kLoad <= kLoadTmaA || S::kProducers == 1, "the TMA gather experiments run one producer warpgroup");
   const int pw = threadIdx.x / 128, t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
   const int k_begin = p.k_offsets[wi.tile], kept = p.k_offsets[wi.tile + 1] - k_begin;
   const int ksteps = kept / 32, stages = (ksteps + 1) / 2;
@@ -360,33 +382,46 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
   const uint32_t* e_src = p.meta + (size_t)p.tile_rows * k_begin / 32 + (size_t)e_kk * p.tile_rows +
                           wi.row_block * BM + (t % (BM / 4)) * 4;
   const uint32_t e_dst = S::kBBytes + S::kABytes + e_kk * S::kEStepBytes + (t % (BM / 4)) * 16;
-  // B: lane = 16-byte chunk (8 tokens) of the CTA's 256 tokens; warp w gathers kept rows w + 4j, j < 16.
-  // Addresses are 32-bit byte offsets from this lane's chunk (the launch layer checks K * ldx < 2^31): each
-  // lane turns its ring index into a row offset once per stage, and a row costs one shuffle and one add.
+  // B: lane = 16-byte chunk (8 tokens) of the CTA's 256 tokens; warp w of producer pw gathers kRows consecutive kept
+  // rows of a stage from first_row (one producer: 16w; two: 32pw + 8w, the rows of step pw).  Every lane loads those
+  // rows' indices itself (kRows / 4 int4 loads, one address for the whole warp), kIdxAhead stages ahead, and turns each
+  // into a 32-bit byte offset from its chunk (the launch layer checks K * ldx < 2^31 and a 16-byte aligned k_index),
+  // so a row costs a multiply, an add and the cp.async.  Until v6k one lane per row loaded its index and a shuffle
+  // spread the offset to the warp: 16 shuffles per warp and stage on the memory-instruction pipe that the gather's
+  // cp.async use (v7 is 1-3% faster, up to 10% at the long-K shapes; docs/KERNEL_NOTES.md v7).
+  constexpr int kRows = S::kKept / 4 / S::kProducers, kQuads = kRows / 4;
+  const int first_row = S::kProducers == 1 ? 16 * warp : 32 * pw + 8 * warp;
   const int tok = wi.m0 + lane * 8;
   const bool b_on = tok < p.M;   // ldx % 8 == 0, so a chunk starting below M ends within the row
   const char* b_src = reinterpret_cast<const char*>(p.xt + (b_on ? tok : 0));
   const uint32_t row_bytes = (uint32_t)p.ldx * (uint32_t)sizeof(T);
-  // Kept row warp + 4j of a stage: row & 7 = warp + 4 (j & 1), so two swizzled chunk offsets cover all j.
-  const uint32_t b_dst = (lane / 8) * 8192 + warp * 128;
-  const uint32_t b_swz[2] = {(uint32_t)(((lane & 7) ^ warp) * 16), (uint32_t)(((lane & 7) ^ (warp + 4)) * 16)};
-  const int* kidx = p.k_index + k_begin;
-  // Lane l < 16 holds the index of kept row warp + 4l of a stage; row j's index is shuffled from lane j.  The
-  // ring holds the next kIdxAhead stages, so an index load has that many stages of time to land.
-  auto stage_indices = [&](int s) {
-    const int r = s * S::kKept + warp + 4 * (lane & 15);
-    return (s < stages && r < kept) ? __ldg(kidx + r) : 0;
+  // Kept row first_row + j sits at its * 128, chunk (lane & 7) ^ (j & 7) (first_row is a multiple of 8).
+  const uint32_t b_dst = (lane / 8) * 8192 + first_row * 128;
+  const uint32_t b_chunk = (lane & 7) * 16;
+  // first_row + kRows <= 32 for the rows of the first k32 step; the second step's rows exist only when `second`
+  const bool b_second_step = first_row >= 32;
+  const int4* kidx = reinterpret_cast<const int4*>(p.k_index + k_begin + first_row);   // k_begin % 32 == 0
+  // Rows past `kept` (an odd last stage's second step) read index 0: a valid address, zero-filled anyway.
+  struct StageRows {
+    int4 q[kQuads];
   };
-  int ring[S::kIdxAhead];
+  auto stage_rows = [&](int s) {
+    StageRows r;
 #pragma unroll
-  for (int d = 0; d < S::kIdxAhead; ++d) ring[d] = stage_indices(d);
+    for (int i = 0; i < kQuads; ++i)
+      r.q[i] = (s < stages && s * S::kKept + first_row + 4 * i < kept) ? __ldg(kidx + s * (S::kKept / 4) + i)
+                                                                          : make_int4(0, 0, 0, 0);
+    return r;
+  };
+  StageRows ring[S::kIdxAhead];
+#pragma unroll
+  for (int d = 0; d < S::kIdxAhead; ++d) ring[d] = stage_rows(d);
   for (int s = 0; s < stages; ++s, ++it) {
     const int st = it % S::kStages;
-    const int ring_now = ring[0];
-    const uint32_t off_now = (uint32_t)ring_now * row_bytes;   // rows past `kept` have index 0: a valid address
+    const StageRows now = ring[0];
 #pragma unroll
     for (int d = 0; d + 1 < S::kIdxAhead; ++d) ring[d] = ring[d + 1];
-    ring[S::kIdxAhead - 1] = stage_indices(s + S::kIdxAhead);
+    ring[S::kIdxAhead - 1] = stage_rows(s + S::kIdxAhead);
     if (it >= S::kStages) mbar_wait(empty_bar + 8 * st, ((it / S::kStages) - 1) & 1);
     SM90_TRACE(threadIdx.x == 0 && s == 0, 5 + 6 * trace_k);
     SM90_STAGE(threadIdx.x == 0, it, 0);
@@ -402,8 +437,7 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
       if (e_on) cp_async_16(sb + e_dst, e_src + (size_t)s * 2 * p.tile_rows - (second ? 0 : e_kk * p.tile_rows), true);
     } else if (t == 0) {   // one thread per producer warpgroup: its k32 steps' A boxes and E runs, byte count first
       constexpr int kSteps = S::kProducers == 1 ? 2 : 1;
-      constexpr int kTmaRowsPerWarp = kLoad == kLoadTmaAll ? 16 : kLoad == kLoadTmaAHalfB ? 8 : 0;
-      mbar_expect_tx(full_bar + 8 * st, kSteps * (S::kAStepBytes + S::kEStepBytes) + 4 * kTmaRowsPerWarp * 4 * 128);
+      mbar_expect_tx(full_bar + 8 * st, kSteps * (S::kAStepBytes + S::kEStepBytes));
       const int arow = (tma.kept == kTileMapsKept ? 0 : wi.tile * p.tile_rows) + wi.row_block * BM;   // per-tile map: rows of the tile
       const uint32_t* e0 = p.meta + (size_t)p.tile_rows * k_begin / 32 + (size_t)s * 2 * p.tile_rows + wi.row_block * BM;
 #pragma unroll
@@ -415,23 +449,12 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
                   S::kEStepBytes, full_bar + 8 * st);
       }
     }
-    // TMA rows: lane l < 16 of warp w holds the index of kept row w + 4l in its ring and loads that row's four
-    // 64-token boxes itself (the tensor map zero-fills tokens past M and rows at K, the absent second step).
-    constexpr int kCpRows = kLoad == kLoadTmaAll ? 0 : kLoad == kLoadTmaAHalfB ? 8 : 16;
-    if (kLoad == kLoadTmaAll || kLoad == kLoadTmaAHalfB) {
-      if (lane >= kCpRows && lane < 16) {
-        const int row = (lane < 8 || second) ? ring_now : p.K;
+    const bool on = b_on && (!b_second_step || second);
 #pragma unroll
-        for (int blk = 0; blk < 4; ++blk)
-          tma_load_2d(sb + blk * 8192 + (warp + 4 * lane) * 128, tma.b, wi.m0 + 64 * blk, row, full_bar + 8 * st);
-      }
-    }
-#pragma unroll
-    for (int jj = 0; jj < kCpRows / S::kProducers; ++jj) {
-      const int j = S::kProducers == 1 ? jj : 8 * pw + jj;   // two producers: pw gathers the rows of step pw
-      const uint32_t off = __shfl_sync(0xffffffffu, off_now, j);
-      const bool on = b_on && (j < 8 || second);   // rows warp + 4j >= 32 belong to the second step
-      if (kAblate != 1) cp_async_16(sb + b_dst + j * 512 + b_swz[j & 1], b_src + off, on);
+    for (int j = 0; j < kRows; ++j) {
+      const int4 q = now.q[j / 4];
+      const uint32_t off = (uint32_t)component(q, j & 3) * row_bytes;
+      if (kAblate != 1) cp_async_16(sb + b_dst + j * 128 + (b_chunk ^ ((j & 7) * 16)), b_src + off, on);
     }
     cp_async_arrive_noinc(full_bar + 8 * st);
     SM90_STAGE(threadIdx.x == 0, it, 1);
@@ -678,10 +701,10 @@ __device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p, const
 #endif
   int it = 0;   // stages produced / consumed so far by this CTA (the same sequence on both sides)
   if (threadIdx.x < 128 * S::kProducers) {
-    setmaxnreg_dec<S::kProducers == 1 ? 56 : 40>();
+    setmaxnreg_dec<S::kProducers == 1 ? SPARSETRT_SM90_PREGS : SPARSETRT_SM90_PREGS64>();
     // Auto: TMA for the values when the map covers every tile (k_offsets[t] = t * kept for all t; each producer warp
     // checks on its own), else cp.async for all.  Two separate loops, not a choice per item: the choice's live
-    // registers would cost the 56-register cp.async loop its schedule (measured: TVW 3-17% slower).
+    // registers would cost the producer's cp.async loop its schedule (measured at 56 registers: TVW 3-17% slower).
     bool tma_all = kLoad == kLoadAuto && tma.a != nullptr && tma.kept > 0;
     if (tma_all) {
       for (int t = threadIdx.x % 32; t <= p.num_tiles; t += 32) tma_all &= p.k_offsets[t] == t * tma.kept;
@@ -729,7 +752,7 @@ __device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p, const
     cp_async_wait_all();
     SM90_TRACE(threadIdx.x == 0, 62);
   } else {
-    setmaxnreg_inc<S::kProducers == 1 ? 224 : 216>();   // the register file: 128P x (56 | 40) + 256 x (224 | 216)
+    setmaxnreg_inc<S::kProducers == 1 ? SPARSETRT_SM90_CREGS : SPARSETRT_SM90_CREGS64>();
     for (int w = blockIdx.x, k = 0; w < sched.total; w += gridDim.x, ++k) {
       const WorkItem wi = sched.item(w, p.num_tiles);
       if (wi.fill >= 0)

@@ -109,6 +109,7 @@ def test_choose_family(monkeypatch):
     assert launch.choose_family(256, 8192, 0, (9, 0)) == ("wgmma_sp" if have_cubin else "mma_sp")
     assert launch.choose_family(128, 8191, 0, (9, 0)) == "mma_sp"          # unaligned XT rows
     assert launch.choose_family(128, 8192, 8, (9, 0)) == "mma_sp"          # unaligned XT pointer
+    assert launch.choose_family(128, 8192, 0, (9, 0), k_index_ptr=4) == "mma_sp"   # unaligned kept indices
     # the runtime says whether the sm_90a module loaded (prebuilt or compiled at first use)
     assert launch.choose_family(128, 8192, 0, (9, 0), wgmma_loaded=True) == "wgmma_sp"
     assert launch.choose_family(128, 8192, 0, (9, 0), wgmma_loaded=False) == "mma_sp"

@@ -90,13 +90,14 @@ def sm90_kernel_name(dtype: str, cta_rows: int, activation: str, y_feature_major
     return name + "_yfm" if y_feature_major else name
 
 
-def wgmma_applies(tile_rows: int, ldx: int, xt_ptr: int = 0) -> bool:
-    """The wgmma kernel's own rules beyond check_problem: 64-row multiples, 16-byte aligned rows of XT."""
-    return tile_rows % 64 == 0 and ldx % 8 == 0 and xt_ptr % 16 == 0
+def wgmma_applies(tile_rows: int, ldx: int, xt_ptr: int = 0, k_index_ptr: int = 0) -> bool:
+    """The wgmma kernel's own rules beyond check_problem: 64-row multiples, 16-byte aligned rows of XT, and a
+    16-byte aligned k_index (its producer copies the kept indices with bulk copies)."""
+    return tile_rows % 64 == 0 and ldx % 8 == 0 and xt_ptr % 16 == 0 and k_index_ptr % 16 == 0
 
 
 def choose_family(tile_rows: int, ldx: int, xt_ptr: int = 0, capability: tuple[int, int] | None = None,
-                  wgmma_loaded: bool | None = None) -> str:
+                  wgmma_loaded: bool | None = None, k_index_ptr: int = 0) -> str:
     """'wgmma_sp' on compute capability 9.0 for tiles of 64·k rows when it applies and its module is loaded
     (`wgmma_loaded`: the runtime's answer, which also covers a cubin compiled at first use; None = the prebuilt
     cubin exists), else 'mma_sp'.  Since the producer's 32-bit gather addressing (v6d) wgmma_sp is also faster for
@@ -107,11 +108,11 @@ def choose_family(tile_rows: int, ldx: int, xt_ptr: int = 0, capability: tuple[i
         raise ValueError(f"SPARSETRT_KERNEL='{forced}': expected one of {FAMILIES}")
     if forced == "mma_sp":
         return "mma_sp"
-    ok = wgmma_applies(tile_rows, ldx, xt_ptr)
+    ok = wgmma_applies(tile_rows, ldx, xt_ptr, k_index_ptr)
     if forced == "wgmma_sp":
         if not ok:
             raise ValueError(f"SPARSETRT_KERNEL=wgmma_sp: tile_rows={tile_rows} (needs a multiple of 64), ldx={ldx} "
-                             f"(needs a multiple of 8) or an XT pointer that is not 16-byte aligned")
+                             f"(needs a multiple of 8), or an XT or k_index pointer that is not 16-byte aligned")
         return "wgmma_sp"
     preferred = ok and capability == (9, 0)
     loaded = _sm90a_cubin_present() if wgmma_loaded is None else wgmma_loaded
@@ -510,7 +511,7 @@ def enqueue(*, xt_ptr: int, ldx: int, values_ptr: int, meta_ptr: int, k_index_pt
         return plan(M, K, N, tile_rows, num_tiles, dtype, activation)
     rt = runtime(device_index)
     p = plan(M, K, N, tile_rows, num_tiles, dtype, activation,
-             family or choose_family(tile_rows, ldx, xt_ptr, rt.capability, rt.module90 is not None), rt.sm_count,
+             family or choose_family(tile_rows, ldx, xt_ptr, rt.capability, rt.module90 is not None, k_index_ptr), rt.sm_count,
              y_feature_major)
     with _on_side_stream(rt, device_index, stream):
         _launch_gemm(rt, p, xt_ptr, ldx, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr, row_index_ptr, bias_ptr,
@@ -761,7 +762,8 @@ def tile_sparse_linear(x, values, meta, k_index, k_offsets, row_index, bias, out
             raise ValueError(f"xt must be a row-major [K={k}, >= {m}] feature-major copy of x, got shape "
                              f"{tuple(xt.shape)} strides {xt.stride()}")
         check_xt(m, k, xt.stride(0))
-        family = choose_family(tile_rows, xt.stride(0), xt.data_ptr(), rt.capability, rt.module90 is not None)
+        family = choose_family(tile_rows, xt.stride(0), xt.data_ptr(), rt.capability, rt.module90 is not None,
+                               ints[1].data_ptr())
         yfm_in_kernel = y_feature_major and family == "wgmma_sp"
         p = plan(m, k, out_features, tile_rows, k_offsets.numel() - 1, str(x.dtype).removeprefix("torch."), activation,
                  family, rt.sm_count, yfm_in_kernel)

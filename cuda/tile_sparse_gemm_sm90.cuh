@@ -388,14 +388,14 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
   // into a 32-bit byte offset from its chunk (the launch layer checks K * ldx < 2^31 and a 16-byte aligned k_index),
   // so a row costs a multiply, an add and the cp.async.  Until v6k one lane per row loaded its index and a shuffle
   // spread the offset to the warp: 16 shuffles per warp and stage on the memory-instruction pipe that the gather's
-  // cp.async use (v7 is 1-3% faster, up to 10% at the long-K shapes; docs/KERNEL_NOTES.md v7).
+  // cp.async use (v7: 1-3% faster, up to 12% at the long-K shapes, 3.5% slower for TVW at K = 768; docs/KERNEL_NOTES.md v7).
   constexpr int kRows = S::kKept / 4 / S::kProducers, kQuads = kRows / 4;
   const int first_row = S::kProducers == 1 ? 16 * warp : 32 * pw + 8 * warp;
   const int tok = wi.m0 + lane * 8;
   const bool b_on = tok < p.M;   // ldx % 8 == 0, so a chunk starting below M ends within the row
   const char* b_src = reinterpret_cast<const char*>(p.xt + (b_on ? tok : 0));
   const uint32_t row_bytes = (uint32_t)p.ldx * (uint32_t)sizeof(T);
-  // Kept row first_row + j sits at its * 128, chunk (lane & 7) ^ (j & 7) (first_row is a multiple of 8).
+  // Kept row first_row + j of a stage sits at (first_row + j) * 128 in each 64-token block, its chunk c at (c ^ (j & 7)) * 16.
   const uint32_t b_dst = (lane / 8) * 8192 + first_row * 128;
   const uint32_t b_chunk = (lane & 7) * 16;
   // first_row + kRows <= 32 for the rows of the first k32 step; the second step's rows exist only when `second`

@@ -8,9 +8,10 @@
 //   WorkItem          persistent schedule: CTA b takes items b, b + grid, ...; an item is one (token slice, tile,
 //                     row block) in the mma.sp kernel's tile-fastest order, or a block of pruned output rows
 //   producers         warpgroup 0 (BM = 128) or 0, 1 (BM = 64; one per k32 step of a stage): cp.async of A (compressed values), E (metadata) and B (a gather of kept rows
-//                     of XT, one 512-byte run of tokens per kept index) into a stage; completion arrives on the
-//                     stage's `full` mbarrier (cp.async.mbarrier.arrive.noinc).  It runs ahead across items, so
-//                     the next item's loads overlap this item's epilogue; each lane loads its warp's kept indices 2 stages ahead.
+//                     of XT, one 512-byte run of tokens per kept index, moved as 128-byte lines of four rows per instruction) into a
+//                     stage; completion arrives on the stage's `full` mbarrier (cp.async.mbarrier.arrive.noinc).  It runs
+//                     ahead across items, so the next item's loads overlap this item's epilogue; each lane loads its own
+//                     rows' kept indices 2 stages ahead.
 //   consumers         the last two warpgroups: wait `full`, wgmma.sp from shared memory into fp32 registers, release the
 //                     stage on `empty` once the wgmmas reading it retired
 //   epilogue          bias + activation, stmatrix.trans into a [64 tokens][rows] shared tile of its own (so the
@@ -42,23 +43,27 @@ namespace sm90 {
 #ifndef SPARSETRT_SM90_TRACE
 #define SPARSETRT_SM90_TRACE 0
 #endif
-//   SPARSETRT_SM90_IDX_AHEAD   stages of kept indices each producer lane holds ahead (16 per stage at BM = 128: 2 stages
-//                              fit the producer's 104 registers; 3 or 4 need registers the consumers cannot spare)
+//   SPARSETRT_SM90_IDX_AHEAD   stages of kept indices each producer lane holds ahead (4 per stage at BM = 128, 2 at
+//                              BM = 64; with quarter rows 3 stages measured the same as 2, 4 slower)
 #ifndef SPARSETRT_SM90_IDX_AHEAD
 #define SPARSETRT_SM90_IDX_AHEAD 2
+#endif
+//   SPARSETRT_SM90_ROWS_STRIDED 1: each 8-lane group of the producer gathers every fourth row (see produce_item)
+#ifndef SPARSETRT_SM90_ROWS_STRIDED
+#define SPARSETRT_SM90_ROWS_STRIDED 0
 #endif
 //   SPARSETRT_SM90_PREGS[64] / CREGS[64]   setmaxnreg of the producer / consumer warpgroups at BM = 128 [64]: ptxas
 //                              compiles each side within its count (the consumers spill below 200 at BM = 128).  The
 //                              split must fit what the launch holds (128 P + 256 C <= 384 x 168 at BM = 128,
 //                              256 (P + C) <= 512 x 128 at BM = 64; static_assert below), else setmaxnreg.inc waits
-//                              forever (seen: a 112 / 200 build hung)
+//                              forever (seen: a 112 / 200 build hung).  Quarter rows: 72 / 216 (56 / 224: 2-3% slower)
 #ifndef SPARSETRT_SM90_PREGS
-#define SPARSETRT_SM90_PREGS 104
-#define SPARSETRT_SM90_CREGS 200
+#define SPARSETRT_SM90_PREGS 72
+#define SPARSETRT_SM90_CREGS 216
 #endif
 #ifndef SPARSETRT_SM90_PREGS64
-#define SPARSETRT_SM90_PREGS64 48
-#define SPARSETRT_SM90_CREGS64 208
+#define SPARSETRT_SM90_PREGS64 56
+#define SPARSETRT_SM90_CREGS64 200
 #endif
 #if SPARSETRT_SM90_TRACE
 // g_sm90_trace[cta][slot]: 0 globaltimer and 1 clock at the CTA's start, 2 globaltimer and 3 clock at the consumers' end;
@@ -186,8 +191,6 @@ __device__ __forceinline__ void stmatrix_x4(uint32_t addr, uint32_t r0, uint32_t
                "r"(r2), "r"(r3)
                : "memory");
 }
-// Component r of an int4 (r known at compile time after unrolling)
-__device__ __forceinline__ int component(const int4& v, int r) { return r == 0 ? v.x : r == 1 ? v.y : r == 2 ? v.z : v.w; }
 __device__ __forceinline__ uint32_t ld_shared_u32(uint32_t addr) {
   uint32_t v;
   asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr));
@@ -382,35 +385,52 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
   const uint32_t* e_src = p.meta + (size_t)p.tile_rows * k_begin / 32 + (size_t)e_kk * p.tile_rows +
                           wi.row_block * BM + (t % (BM / 4)) * 4;
   const uint32_t e_dst = S::kBBytes + S::kABytes + e_kk * S::kEStepBytes + (t % (BM / 4)) * 16;
-  // B: lane = 16-byte chunk (8 tokens) of the CTA's 256 tokens; warp w of producer pw gathers kRows consecutive kept
-  // rows of a stage from first_row (one producer: 16w; two: 32pw + 8w, the rows of step pw).  Every lane loads those
-  // rows' indices itself (kRows / 4 int4 loads, one address for the whole warp), kIdxAhead stages ahead, and turns each
-  // into a 32-bit byte offset from its chunk (the launch layer checks K * ldx < 2^31 and a 16-byte aligned k_index),
-  // so a row costs a multiply, an add and the cp.async.  Until v6k one lane per row loaded its index and a shuffle
-  // spread the offset to the warp: 16 shuffles per warp and stage on the memory-instruction pipe that the gather's
-  // cp.async use (v7: 1-3% faster, up to 12% at the long-K shapes, 3.5% slower for TVW at K = 768; docs/KERNEL_NOTES.md v7).
-  constexpr int kRows = S::kKept / 4 / S::kProducers, kQuads = kRows / 4;
+  // B (the gathered activations): warp w of producer pw gathers kRows consecutive kept rows of a stage from first_row
+  // (one producer: 16w; two: 32pw + 8w, the rows of step pw).  Each 8-lane group moves one 128-byte line (64 tokens;
+  // the lane's 16-byte chunk is lane % 8) of its own row per cp.async, so one instruction covers 4 rows of one 64-token
+  // block: group g takes kLaneRows = kRows / 4 consecutive rows (4 at BM = 128, 2 at BM = 64) and all 4 token blocks of
+  // each.  A lane loads its rows' indices itself (one int4 / int2, kIdxAhead stages ahead) and turns each into a 32-bit
+  // byte offset (the launch layer checks K * ldx < 2^31 and a 16-byte aligned k_index): a row costs a multiply, an add
+  // and 4 cp.async.  History (docs/KERNEL_NOTES.md v7, v8): until v6k one lane per row loaded its index and 16
+  // shuffles per warp and stage spread them; in v7 each instruction moved one whole row (32 lanes, 16 indices per lane);
+  // these quarter rows are 6-7% faster (V64 10-11%) than v7, rows of 32 tokens (4 lanes each) 11% slower.
+  constexpr int kRows = S::kKept / 4 / S::kProducers;   // kept rows per warp and stage
+  constexpr int kLaneRows = kRows / 4;                  // kept rows (indices) per 8-lane group and stage
+  static_assert(kLaneRows == 4 || kLaneRows == 2, "a group's kept indices load as one int4 or int2");
+  // SPARSETRT_SM90_ROWS_STRIDED (experiment): group g takes rows g, g + 4, ... instead, so an instruction covers 4
+  // consecutive kept rows (the indices then load one by one)
+  constexpr bool kStrided = SPARSETRT_SM90_ROWS_STRIDED != 0;
+  constexpr int kRowStep = kStrided ? 4 : 1;
   const int first_row = S::kProducers == 1 ? 16 * warp : 32 * pw + 8 * warp;
-  const int tok = wi.m0 + lane * 8;
+  const int lane_row0 = kStrided ? lane / 8 : kLaneRows * (lane / 8);   // the group's first row, relative to first_row
+  const int b_chunk = lane & 7;
+  const int tok = wi.m0 + (lane % 8) * 8;   // the lane's token in 64-token block 0; block b adds 64 b
   const bool b_on = tok < p.M;   // ldx % 8 == 0, so a chunk starting below M ends within the row
   const char* b_src = reinterpret_cast<const char*>(p.xt + (b_on ? tok : 0));
   const uint32_t row_bytes = (uint32_t)p.ldx * (uint32_t)sizeof(T);
-  // Kept row first_row + j of a stage sits at (first_row + j) * 128 in each 64-token block, its chunk c at (c ^ (j & 7)) * 16.
-  const uint32_t b_dst = (lane / 8) * 8192 + first_row * 128;
-  const uint32_t b_chunk = (lane & 7) * 16;
+  // Kept row R of a stage sits at R * 128 in each 64-token block, its chunk c at (c ^ (R & 7)) * 16 (first_row % 8 == 0).
+  const uint32_t b_dst = first_row * 128;
   // first_row + kRows <= 32 for the rows of the first k32 step; the second step's rows exist only when `second`
   const bool b_second_step = first_row >= 32;
-  const int4* kidx = reinterpret_cast<const int4*>(p.k_index + k_begin + first_row);   // k_begin % 32 == 0
+  const int* kidx = p.k_index + k_begin + first_row + lane_row0;   // k_begin % 32 == 0: aligned for the vector load
   // Rows past `kept` (an odd last stage's second step) read index 0: a valid address, zero-filled anyway.
   struct StageRows {
-    int4 q[kQuads];
+    int v[kLaneRows];
   };
   auto stage_rows = [&](int s) {
     StageRows r;
+    const bool in = s < stages && s * S::kKept + first_row + lane_row0 < kept;   // all of a group's rows, or none
+    const int* at = kidx + s * S::kKept;
+    if constexpr (kStrided) {
 #pragma unroll
-    for (int i = 0; i < kQuads; ++i)
-      r.q[i] = (s < stages && s * S::kKept + first_row + 4 * i < kept) ? __ldg(kidx + s * (S::kKept / 4) + i)
-                                                                          : make_int4(0, 0, 0, 0);
+      for (int j = 0; j < kLaneRows; ++j) r.v[j] = in ? __ldg(at + kRowStep * j) : 0;
+    } else if constexpr (kLaneRows == 4) {
+      const int4 q = in ? __ldg(reinterpret_cast<const int4*>(at)) : make_int4(0, 0, 0, 0);
+      r.v[0] = q.x, r.v[1] = q.y, r.v[2] = q.z, r.v[3] = q.w;
+    } else {
+      const int2 q = in ? __ldg(reinterpret_cast<const int2*>(at)) : make_int2(0, 0);
+      r.v[0] = q.x, r.v[1] = q.y;
+    }
     return r;
   };
   StageRows ring[S::kIdxAhead];
@@ -451,10 +471,15 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
     }
     const bool on = b_on && (!b_second_step || second);
 #pragma unroll
-    for (int j = 0; j < kRows; ++j) {
-      const int4 q = now.q[j / 4];
-      const uint32_t off = (uint32_t)component(q, j & 3) * row_bytes;
-      if (kAblate != 1) cp_async_16(sb + b_dst + j * 128 + (b_chunk ^ ((j & 7) * 16)), b_src + off, on);
+    for (int j = 0; j < kLaneRows; ++j) {
+      const uint32_t off = (uint32_t)now.v[j] * row_bytes;
+      const int r = lane_row0 + kRowStep * j;
+      const uint32_t dst = sb + b_dst + r * 128 + ((b_chunk ^ (r & 7)) * 16);
+#pragma unroll
+      for (int b = 0; b < 4; ++b) {   // 64-token block b
+        const bool on_b = on && (b == 0 || tok + 64 * b < p.M);
+        if (kAblate != 1) cp_async_16(dst + b * 8192, b_src + (on_b ? 64 * b * (int)sizeof(T) : 0) + off, on_b);
+      }
     }
     cp_async_arrive_noinc(full_bar + 8 * st);
     SM90_STAGE(threadIdx.x == 0, it, 1);

@@ -92,7 +92,7 @@ def sm90_kernel_name(dtype: str, cta_rows: int, activation: str, y_feature_major
 
 def wgmma_applies(tile_rows: int, ldx: int, xt_ptr: int = 0, k_index_ptr: int = 0) -> bool:
     """The wgmma kernel's own rules beyond check_problem: 64-row multiples, 16-byte aligned rows of XT, and a
-    16-byte aligned k_index (its producer loads the kept indices as int4)."""
+    16-byte aligned k_index (its producer loads the kept indices as int4 at BM = 128, int2 at BM = 64)."""
     return tile_rows % 64 == 0 and ldx % 8 == 0 and xt_ptr % 16 == 0 and k_index_ptr % 16 == 0
 
 

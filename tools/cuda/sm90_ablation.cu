@@ -1,8 +1,8 @@
 // Timing experiments on the Hopper kernel (tools/ablate_sm90.py): the fp16 kernels with one side left out.
 //   abl0 = the shipped kernel, abl1 = no activation gather, abl2 = no wgmma, abl3 = no compressed-value loads,
 //   abl4 = no epilogue global stores, abl5 = no epilogue;
-//   tma1[n]_bm128 = A and E by TMA (n: no wgmma), taking two tensor maps (global memory) after the usual parameters
-//   (the second, an XT map, served the TMA-gather modes removed with v7); tmaauto = the shipped choice of load mode;
+//   tma1[n]_bm128 = A and E by TMA (n: no wgmma), taking the values map (global memory) after the usual parameters;
+//   tmaauto = the shipped choice of load mode;
 //   cpa = the cp.async loads forced.  Not shipped.
 // Build with -DSPARSETRT_SM90_PRODUCERS_BM64=1 for the one-producer variant of the BM = 64 kernels.
 #include "../../cuda/tile_sparse_gemm_sm90.cuh"
@@ -26,17 +26,16 @@ using namespace sparsetrt;
     sm90::tile_sparse_gemm_sm90<__half, BM, kNone, ABL>(p);                                              \
   }
 
-// TMA experiments: two tensor maps in global memory after the usual parameters
+// TMA experiments: the values map (in global memory) after the usual parameters
 #define TMA_ABLATION(NAME, LOAD, ABL)                                                                    \
   ABLATION_KERNEL(NAME, 128, ARGS_TMA) {                                                                 \
     ABLATION_PROBLEM;                                                                                    \
     sm90::TmaMaps tma;                                                                                   \
     tma.a = tmap_a;                                                                                      \
-    (void)tmap_b;   /* the XT map of the TMA-gather experiments (removed with v7) */                    \
     tma.kept = k_offsets[1] - k_offsets[0];   /* HiNM: every tile keeps as many as the first */          \
     sm90::tile_sparse_gemm_sm90<__half, 128, kNone, ABL, false, LOAD>(p, tma);                           \
   }
-#define ARGS_TMA , const void *tmap_a, const void *tmap_b
+#define ARGS_TMA , const void *tmap_a
 
 // The shipped kernel's cp.async loop on its own (without the choice of load mode next to it)
 #define FORCED_LOAD(NAME, BM, LOAD)                                                                      \
@@ -56,7 +55,6 @@ using namespace sparsetrt;
     ABLATION_PROBLEM;                                                                                    \
     sm90::TmaMaps tma;                                                                                   \
     tma.a = tmap_a;                                                                                      \
-    (void)tmap_b;   /* the XT map of the TMA-gather experiments (removed with v7) */                    \
     tma.kept = k_offsets[1] - k_offsets[0];                                                              \
     sm90::tile_sparse_gemm_sm90<__half, 128, kNone, 0, false, sm90::kLoadAuto, true>(p, tma);            \
   }

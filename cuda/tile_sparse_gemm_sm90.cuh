@@ -48,10 +48,6 @@ namespace sm90 {
 #ifndef SPARSETRT_SM90_IDX_AHEAD
 #define SPARSETRT_SM90_IDX_AHEAD 2
 #endif
-//   SPARSETRT_SM90_ROWS_STRIDED 1: each 8-lane group of the producer gathers every fourth row (see produce_item)
-#ifndef SPARSETRT_SM90_ROWS_STRIDED
-#define SPARSETRT_SM90_ROWS_STRIDED 0
-#endif
 //   SPARSETRT_SM90_PREGS[64] / CREGS[64]   setmaxnreg of the producer / consumer warpgroups at BM = 128 [64]: ptxas
 //                              compiles each side within its count (the consumers spill below 200 at BM = 128).  The
 //                              split must fit what the launch holds (128 P + 256 C <= 384 x 168 at BM = 128,
@@ -397,12 +393,10 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
   constexpr int kRows = S::kKept / 4 / S::kProducers;   // kept rows per warp and stage
   constexpr int kLaneRows = kRows / 4;                  // kept rows (indices) per 8-lane group and stage
   static_assert(kLaneRows == 4 || kLaneRows == 2, "a group's kept indices load as one int4 or int2");
-  // SPARSETRT_SM90_ROWS_STRIDED (experiment): group g takes rows g, g + 4, ... instead, so an instruction covers 4
-  // consecutive kept rows (the indices then load one by one)
-  constexpr bool kStrided = SPARSETRT_SM90_ROWS_STRIDED != 0;
-  constexpr int kRowStep = kStrided ? 4 : 1;
+  // (Measured and not kept, docs/KERNEL_NOTES.md v8: an instruction's 4 rows consecutive in kept order, 1-2% slower;
+  // or taken from the 4 warps' ranges, 1.3% slower.)
   const int first_row = S::kProducers == 1 ? 16 * warp : 32 * pw + 8 * warp;
-  const int lane_row0 = kStrided ? lane / 8 : kLaneRows * (lane / 8);   // the group's first row, relative to first_row
+  const int lane_row0 = kLaneRows * (lane / 8);   // the group's first row, relative to first_row
   const int b_chunk = lane & 7;
   const int tok = wi.m0 + (lane % 8) * 8;   // the lane's token in 64-token block 0; block b adds 64 b
   const bool b_on = tok < p.M;   // ldx % 8 == 0, so a chunk starting below M ends within the row
@@ -421,10 +415,7 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
     StageRows r;
     const bool in = s < stages && s * S::kKept + first_row + lane_row0 < kept;   // all of a group's rows, or none
     const int* at = kidx + s * S::kKept;
-    if constexpr (kStrided) {
-#pragma unroll
-      for (int j = 0; j < kLaneRows; ++j) r.v[j] = in ? __ldg(at + kRowStep * j) : 0;
-    } else if constexpr (kLaneRows == 4) {
+    if constexpr (kLaneRows == 4) {
       const int4 q = in ? __ldg(reinterpret_cast<const int4*>(at)) : make_int4(0, 0, 0, 0);
       r.v[0] = q.x, r.v[1] = q.y, r.v[2] = q.z, r.v[3] = q.w;
     } else {
@@ -473,7 +464,7 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
 #pragma unroll
     for (int j = 0; j < kLaneRows; ++j) {
       const uint32_t off = (uint32_t)now.v[j] * row_bytes;
-      const int r = lane_row0 + kRowStep * j;
+      const int r = lane_row0 + j;
       const uint32_t dst = sb + b_dst + r * 128 + ((b_chunk ^ (r & 7)) * 16);
 #pragma unroll
       for (int b = 0; b < 4; ++b) {   // 64-token block b

@@ -4,6 +4,11 @@
     nvcc -std=c++17 -O3 --use_fast_math -gencode=arch=compute_90a,code=sm_90a -cubin cuda/kernels_sm90.cu -o new.cubin
     python3 tools/ab_sm90.py base=old.cubin new=new.cubin --shapes 0,1,2,3,4,5,6,7 --patterns hinm128,tvw128,hinm64
 
+The mma.sp kernels (the sm_80+ family) the same way, from sm_90 builds of cuda/kernels.cu:
+
+    nvcc -std=c++17 -O3 --use_fast_math -gencode=arch=compute_90,code=sm_90 -cubin cuda/kernels.cu -o new.cubin
+    python3 tools/ab_sm90.py base=old.cubin new=new.cubin --family mma_sp
+
 Each cubin replaces the launch layer's Hopper module in turn (same inputs, same launch plans); the first one is the
 baseline.  Per shape and pattern: the median over --rounds of CUDA-graph timings (--reps calls each), the rounds
 alternating the variants' order, because a long run heats the GPU and later calls clock lower; each variant's output
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -50,6 +56,9 @@ def main(argv=None) -> int:
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--out", type=Path, default=Path("ab_sm90.json"))
+    parser.add_argument("--family", choices=("wgmma_sp", "mma_sp"), default="wgmma_sp",
+                        help="mma_sp: the cubins are builds of cuda/kernels.cu for sm_90 (the mma.sp kernels), which "
+                             "replace the launch layer's generic module, and the launch layer is forced to that family")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
         print("ab_sm90: needs an sm_90 GPU", file=sys.stderr)
@@ -62,8 +71,11 @@ def main(argv=None) -> int:
     modules = load_modules(rt, dict(specs))
     labels = list(modules)
 
+    if args.family == "mma_sp":
+        os.environ["SPARSETRT_KERNEL"] = "mma_sp"
+
     def use(label):
-        use_module(rt, modules[label])
+        use_module(rt, modules[label], generic=args.family == "mma_sp")
 
     gen = torch.Generator().manual_seed(0)
     rows = []

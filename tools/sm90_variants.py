@@ -9,7 +9,7 @@ from exporter import TVW, HiNM, select_masks
 from exporter.formats import compress
 
 PATTERNS = {"hinm128": (HiNM(vector=128), 0.75), "hinm64": (HiNM(vector=64), 0.75), "tvw128": (TVW(tile=128), 0.75),
-            "hinm128_875": (HiNM(vector=128), 0.875)}
+            "hinm128_875": (HiNM(vector=128), 0.875), "hinm32": (HiNM(vector=32), 0.75)}   # hinm32: mma.sp only
 
 
 def parse_patterns(parser, text: str) -> list[str]:
@@ -39,6 +39,11 @@ def load_modules(rt, paths: dict[str, str]) -> dict:
         rt.context.pop()
 
 
-def use_module(rt, module) -> None:
-    """The launch layer's wgmma kernels come from `module` from now on (prepared functions are looked up again)."""
-    rt.module90, rt.functions = module, {}
+def use_module(rt, module, generic: bool = False) -> None:
+    """The launch layer's wgmma kernels (generic: its mma.sp and other sm_80+ kernels) come from `module` from now on
+    (prepared functions are looked up again)."""
+    if generic:
+        rt.module = module
+    else:
+        rt.module90 = module
+    rt.functions = {}

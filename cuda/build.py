@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ["kernels.cu", "kernels_sm90.cu"]
-HEADERS = ["tile_sparse_gemm.cuh", "tile_sparse_gemm_sm90.cuh", "wgmma_sp.cuh"]
+HEADERS = ["tile_sparse_gemm.cuh", "tile_sparse_gemm_sm90.cuh", "sm90_schedule.cuh", "wgmma_sp.cuh"]
 SM90A_CUBIN = "sparsetrt_kernels_sm90a.cubin"
 SM90A_GENCODE = "-gencode=arch=compute_90a,code=sm_90a"   # wgmma / setmaxnreg need the arch-specific target
 DEFAULT_ARCHS = ("80", "86", "89", "90")
@@ -58,7 +58,7 @@ def build(out: Path, archs: tuple[str, ...], check: bool = False) -> list[Path]:
         cubin = out / SM90A_CUBIN
         log += run([nvcc(), *NVCC_FLAGS, SM90A_GENCODE, "-cubin", str(HERE / SOURCES[1]), "-o", str(cubin)]
                    + (["-Xptxas", "-v"] if check else []))
-        entries90 = sorted(set(re.findall(rb"tsgemm90_\w+?_(?:none|relu|gelu)(?:_yfm)?(?![\w])", cubin.read_bytes())))
+        entries90 = sorted(set(re.findall(rb"tsgemm90_\w+?_(?:none|relu|gelu)(?:_yfm)?(?:_split)?(?![\w])", cubin.read_bytes())))
         outputs.append(cubin)
     for name in SOURCES + HEADERS:
         shutil.copyfile(HERE / name, out / name)

@@ -253,31 +253,13 @@ struct Sm90Shape {
   static_assert(kSmemBytes <= kMaxDynamicSmem, "shared memory over the sm_90 limit");
 };
 
-// One unit of the persistent schedule.
-struct WorkItem {
-  int tile, row_block, m0;   // GEMM items
-  int fill;                  // >= 0: index of a pruned-rows item (64 rows x 256 tokens of act(bias)), else -1
-};
+}  // namespace sm90
+}  // namespace sparsetrt
 
-template <int BM>
-struct Schedule {
-  int m_tiles, sub_tiles, gemm_items, total;
-  template <typename T>
-  __device__ explicit Schedule(const Problem<T>& p) {
-    m_tiles = (p.M + Sm90Shape<BM>::kTokens - 1) / Sm90Shape<BM>::kTokens;
-    sub_tiles = p.tile_rows / BM;
-    gemm_items = p.num_tiles * sub_tiles * m_tiles;
-    const int pruned = p.N - p.num_tiles * p.tile_rows;
-    total = gemm_items + m_tiles * ((pruned + 63) / 64);
-  }
-  // Tile-fastest, as in the mma.sp kernel: the CTAs running together share one token slice of XT and stream
-  // the compressed weights; within a token slice tiles run in file order (TW/TVW: longest first).
-  __device__ WorkItem item(int w, int num_tiles) const {
-    if (w >= gemm_items) return {0, 0, 0, w - gemm_items};
-    const int lin = w % (num_tiles * sub_tiles);
-    return {lin / sub_tiles, lin % sub_tiles, (w / (num_tiles * sub_tiles)) * Sm90Shape<BM>::kTokens, -1};
-  }
-};
+#include "sm90_schedule.cuh"   // WorkItem, Schedule, TailSplit: they need Sm90Shape
+
+namespace sparsetrt {
+namespace sm90 {
 
 // ---------------------------------------------------------------------------------------------------
 // Producer warpgroup: per stage, A (4 or 2 chunks per thread), E (first BM/2 threads), B (16 rows per warp).
@@ -352,14 +334,18 @@ __device__ __forceinline__ void acquire_tile_map(const TensorMap* slot) {
   asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(slot) : "memory");
 }
 
-template <typename T, int BM, int kAblate, int kLoad = kLoadCpAsync>
+template <typename T, int BM, int kAblate, int kLoad = kLoadCpAsync, bool kSplit = false>
 __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem& wi, uint32_t base, uint32_t full_bar,
-                                             uint32_t empty_bar, int& it, const TmaMaps& tma = {}, int trace_k = 0) {
+                                             uint32_t empty_bar, int& it, const TmaMaps& tma = {}, int trace_k = 0,
+                                             int parts = 1) {
   using S = Sm90Shape<BM>;
   SM90_TRACE(threadIdx.x == 0, 4 + 6 * trace_k);
   const int pw = threadIdx.x / 128, t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
   const int k_begin = p.k_offsets[wi.tile], kept = p.k_offsets[wi.tile + 1] - k_begin;
-  const int ksteps = kept / 32, stages = (ksteps + 1) / 2;
+  // the item's k32 steps (a piece of them for a split tail item): stage s loads steps step0 + 2s, step0 + 2s + 1
+  const PieceSteps piece = kSplit ? piece_steps(kept / 32, wi, parts) : PieceSteps{0, kept / 32};
+  const int step0 = piece.first, ksteps = piece.count, stages = (ksteps + 1) / 2;
+  const int item_cols = kSplit ? 32 * ksteps : kept;   // kept columns this item loads
   // A: one producer: chunk c = t + 128 i -> row c / 4, step (c / 2) & 1, half c & 1 (4 threads read a row's
   // 64 bytes); two: producer pw loads step pw, chunk c -> row c / 2, half c & 1.
   constexpr int kAChunks = (S::kProducers == 1 ? 2 : 1) * BM * 2 / 128;
@@ -372,13 +358,13 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
     const int c = t + 128 * i, row = S::kProducers == 1 ? c / 4 : c / 2, h = c & 1;
     const int kk = S::kProducers == 1 ? (c / 2) & 1 : pw;
     a_step[i] = kk;
-    a_src[i] = a_rows + (size_t)row * (kept / 2) + kk * 16 + h * 8;
+    a_src[i] = a_rows + (size_t)row * (kept / 2) + (step0 + kk) * 16 + h * 8;
     a_dst[i] = S::kBBytes + kk * S::kAStepBytes + row * 32 + ((h ^ ((row >> 2) & 1)) * 16);
   }
   // E: thread t < BM/2 (BM/4 with two producers) copies 16 bytes: step t / (BM/4) (pw), words 4 (t % (BM/4)).
   const bool e_on = t < (S::kProducers == 1 ? BM / 2 : BM / 4);
   const int e_kk = S::kProducers == 1 ? (t / (BM / 4)) & 1 : pw;
-  const uint32_t* e_src = p.meta + (size_t)p.tile_rows * k_begin / 32 + (size_t)e_kk * p.tile_rows +
+  const uint32_t* e_src = p.meta + (size_t)p.tile_rows * k_begin / 32 + (size_t)(step0 + e_kk) * p.tile_rows +
                           wi.row_block * BM + (t % (BM / 4)) * 4;
   const uint32_t e_dst = S::kBBytes + S::kABytes + e_kk * S::kEStepBytes + (t % (BM / 4)) * 16;
   // B (the gathered activations): warp w of producer pw gathers kRows consecutive kept rows of a stage from first_row
@@ -406,14 +392,15 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
   const uint32_t b_dst = first_row * 128;
   // first_row + kRows <= 32 for the rows of the first k32 step; the second step's rows exist only when `second`
   const bool b_second_step = first_row >= 32;
-  const int* kidx = p.k_index + k_begin + first_row + lane_row0;   // k_begin % 32 == 0: aligned for the vector load
-  // Rows past `kept` (an odd last stage's second step) read index 0: a valid address, zero-filled anyway.
+  // k_begin % 32 == 0: aligned for the vector load
+  const int* kidx = p.k_index + k_begin + 32 * step0 + first_row + lane_row0;
+  // Rows past the item's steps (an odd last stage's second step) read index 0: a valid address, zero-filled anyway.
   struct StageRows {
     int v[kLaneRows];
   };
   auto stage_rows = [&](int s) {
     StageRows r;
-    const bool in = s < stages && s * S::kKept + first_row + lane_row0 < kept;   // all of a group's rows, or none
+    const bool in = s < stages && s * S::kKept + first_row + lane_row0 < item_cols;   // all of a group's rows, or none
     const int* at = kidx + s * S::kKept;
     if constexpr (kLaneRows == 4) {
       const int4 q = in ? __ldg(reinterpret_cast<const int4*>(at)) : make_int4(0, 0, 0, 0);
@@ -439,6 +426,8 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
     const uint32_t sb = base + st * S::kStageBytes;
     // An odd last stage has one k32 step: its second step gets zero values and zero activations (and a copy
     // of the first step's valid metadata), so consumers always issue two wgmmas and never branch between them.
+    // (A piece's odd last stage may end inside the tile: its TMA box then reads the next piece's values, which
+    // meet zero activations.)
     const bool second = ksteps - 2 * s >= 2;
     if (kLoad == kLoadCpAsync) {
       if (kAblate != 3) {
@@ -450,12 +439,14 @@ __device__ __forceinline__ void produce_item(const Problem<T>& p, const WorkItem
       constexpr int kSteps = S::kProducers == 1 ? 2 : 1;
       mbar_expect_tx(full_bar + 8 * st, kSteps * (S::kAStepBytes + S::kEStepBytes));
       const int arow = (tma.kept == kTileMapsKept ? 0 : wi.tile * p.tile_rows) + wi.row_block * BM;   // per-tile map: rows of the tile
-      const uint32_t* e0 = p.meta + (size_t)p.tile_rows * k_begin / 32 + (size_t)s * 2 * p.tile_rows + wi.row_block * BM;
+      const uint32_t* e0 = p.meta + (size_t)p.tile_rows * k_begin / 32 + (size_t)step0 * p.tile_rows +
+                           (size_t)s * 2 * p.tile_rows + wi.row_block * BM;
 #pragma unroll
       for (int q = 0; q < kSteps; ++q) {
         const int kk = S::kProducers == 1 ? q : pw;
         // past the kept values (the absent second step of an odd last stage) the map reads zeros
-        tma_load_2d(sb + S::kBBytes + kk * S::kAStepBytes, tma.a, s * 32 + 16 * kk, arow, full_bar + 8 * st);
+        tma_load_2d(sb + S::kBBytes + kk * S::kAStepBytes, tma.a, s * 32 + 16 * kk + 16 * step0, arow,
+                    full_bar + 8 * st);
         bulk_load(sb + S::kBBytes + S::kABytes + kk * S::kEStepBytes, (kk == 1 && second) ? e0 + p.tile_rows : e0,
                   S::kEStepBytes, full_bar + 8 * st);
       }
@@ -545,15 +536,17 @@ __device__ __forceinline__ void epilogue_tma_y(const WorkItem& wi, uint32_t base
 
 // kBulkY (timing experiment, tools/ablate_sm90.py): token-major Y with contiguous rows leaves the epilogue tile by
 // bulk copies (one 2·BM-byte run per token, issued by 64 threads) instead of 16-byte loads and stores.
-template <typename T, int BM, int ACT, int kAblate, bool kYFm, bool kBulkY = false>
+template <typename T, int BM, int ACT, int kAblate, bool kYFm, bool kBulkY = false, bool kSplit = false>
 __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem& wi, uint32_t base, uint8_t* smem,
                                              uint32_t full_bar, uint32_t empty_bar, int& it, const TmaMaps& tma,
-                                             int trace_k = 0) {
+                                             int trace_k = 0, const Schedule<BM, kSplit>* sched = nullptr,
+                                             const TailSplit& split = {}) {
   using S = Sm90Shape<BM>;
   constexpr int kN = S::kWgTokens;
   const int c = threadIdx.x / 128 - S::kProducers, t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
   const int kept = p.k_offsets[wi.tile + 1] - p.k_offsets[wi.tile];
-  const int stages = (kept / 32 + 1) / 2;
+  const int parts = kSplit ? sched->parts : 1;
+  const int stages = ((kSplit ? piece_steps(kept / 32, wi, parts).count : kept / 32) + 1) / 2;   // a piece: maybe 0
   const int slab = BM == 128 ? 64 * c : 0;          // first CTA row of this consumer
   const int tok0 = BM == 128 ? 0 : kN * c;          // first CTA token of this consumer
   const uint32_t a_off = S::kBBytes + slab * 32;
@@ -600,7 +593,14 @@ __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem
     if (s > 0) mbar_arrive(empty_bar + 8 * ((it - 1) % S::kStages));
   }
   wgmma_wait<0>();
-  mbar_arrive(empty_bar + 8 * ((it - 1) % S::kStages));   // the item's last stage
+  if (!kSplit || stages > 0) mbar_arrive(empty_bar + 8 * ((it - 1) % S::kStages));   // the item's last stage
+  if (kSplit && wi.part >= 0) {   // a piece of a split tail item: writers hand over their sums, the owner adds them
+    if (wi.part + 1 < parts) {
+      partials_store<S::kAccRegs>(split, sched->tail, parts, wi.part * sched->tail + wi.tail_index, c, t, acc);
+      return;
+    }
+    partials_add<S::kAccRegs>(split, sched->tail, parts, wi.tail_index, c, t, acc);
+  }
   if (kAblate == 5) {   // no epilogue (a store that never happens keeps the accumulators alive)
     if (acc[0] == -1.2345e30f) p.y[threadIdx.x] = from_float<T>(acc[S::kAccRegs - 1]);
     return;
@@ -691,10 +691,13 @@ __device__ __forceinline__ void consume_item(const Problem<T>& p, const WorkItem
 // kLoad: kLoadAuto (the shipped kernels) takes A by TMA when the values map covers every tile, by cp.async
 // otherwise; a LoadMode forces one (experiments).
 constexpr int kLoadAuto = -1;
-template <typename T, int BM, int ACT, int kAblate = 0, bool kYFm = false, int kLoad = kLoadAuto, bool kBulkY = false>
-__device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p, const TmaMaps& tma = {}) {
+// kSplit, split: the *_split entry points, which take the launch's tail split (sm90_schedule.cuh).
+template <typename T, int BM, int ACT, int kAblate = 0, bool kYFm = false, int kLoad = kLoadAuto, bool kBulkY = false,
+          bool kSplit = false>
+__device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p, const TmaMaps& tma = {},
+                                                      const TailSplit& split = {}) {
   using S = Sm90Shape<BM>;
-  const Schedule<BM> sched(p);
+  const Schedule<BM, kSplit> sched(p, split);
   extern __shared__ __align__(1024) uint8_t smem90[];
   uint8_t* smem = smem90 + ((1024 - (smem_u32(smem90) & 1023)) & 1023);   // swizzle atoms need 1024-byte alignment
   const uint32_t base = smem_u32(smem);
@@ -736,25 +739,27 @@ __device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p, const
     }
     constexpr int kOther = kLoad == kLoadAuto ? kLoadCpAsync : kLoad;
     if (tma_all) {
-      for (int w = blockIdx.x, k = 0; w < sched.gemm_items; w += gridDim.x, ++k)
-        produce_item<T, BM, kAblate, kLoadTmaA>(p, sched.item(w, p.num_tiles), base, full_bar, empty_bar, it, tma, k);
+      for (int w = blockIdx.x, k = 0; w < sched.units; w += gridDim.x, ++k)
+        produce_item<T, BM, kAblate, kLoadTmaA, kSplit>(p, sched.item(w, p.num_tiles), base, full_bar, empty_bar, it, tma, k,
+                                                sched.parts);
     } else if (ring >= 0) {   // per-tile maps (TVW)
       const int pw = threadIdx.x / 128, t = threadIdx.x % 128;
       TensorMap* slots = g_tile_maps[ring][pw];
       if (t == 0) {
         for (int s = 0; s < kMapSlots; ++s) slots[s] = *reinterpret_cast<const TensorMap*>(tma.a);
-        if ((int)blockIdx.x < sched.gemm_items) write_tile_map(p, slots, sched.item(blockIdx.x, p.num_tiles).tile);
+        if ((int)blockIdx.x < sched.units) write_tile_map(p, slots, sched.item(blockIdx.x, p.num_tiles).tile);
       }
       TmaMaps item_map = tma;
       item_map.kept = kTileMapsKept;   // the item's map views its own tile
-      for (int w = blockIdx.x, k = 0; w < sched.gemm_items; w += gridDim.x, ++k) {
+      for (int w = blockIdx.x, k = 0; w < sched.units; w += gridDim.x, ++k) {
         item_map.a = slots + k % kMapSlots;
         if (t == 0) {
-          if (w + (int)gridDim.x < sched.gemm_items)
+          if (w + (int)gridDim.x < sched.units)
             write_tile_map(p, slots + (k + 1) % kMapSlots, sched.item(w + gridDim.x, p.num_tiles).tile);
           acquire_tile_map(slots + k % kMapSlots);
         }
-        produce_item<T, BM, kAblate, kLoadTmaA>(p, sched.item(w, p.num_tiles), base, full_bar, empty_bar, it, item_map, k);
+        produce_item<T, BM, kAblate, kLoadTmaA, kSplit>(p, sched.item(w, p.num_tiles), base, full_bar, empty_bar, it, item_map,
+                                                k, sched.parts);
       }
       if (threadIdx.x == 0) {   // every load that read the ring has landed: hand the ring back
         for (int i = it - 1; i >= 0 && i >= it - S::kStages; --i) mbar_wait(full_bar + 8 * (i % S::kStages), (i / S::kStages) & 1);
@@ -762,8 +767,9 @@ __device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p, const
         atomicExch(&g_tile_map_owner[ring], 0);
       }
     } else {
-      for (int w = blockIdx.x, k = 0; w < sched.gemm_items; w += gridDim.x, ++k)
-        produce_item<T, BM, kAblate, kOther>(p, sched.item(w, p.num_tiles), base, full_bar, empty_bar, it, tma, k);
+      for (int w = blockIdx.x, k = 0; w < sched.units; w += gridDim.x, ++k)
+        produce_item<T, BM, kAblate, kOther, kSplit>(p, sched.item(w, p.num_tiles), base, full_bar, empty_bar, it, tma, k,
+                                                sched.parts);
     }
     cp_async_wait_all();
     SM90_TRACE(threadIdx.x == 0, 62);
@@ -774,7 +780,8 @@ __device__ __forceinline__ void tile_sparse_gemm_sm90(const Problem<T>& p, const
       if (wi.fill >= 0)
         fill_pruned<T, S::kTokens, ACT, kYFm>(p, wi.fill, sched.m_tiles, threadIdx.x - 128 * S::kProducers, 256);
       else
-        consume_item<T, BM, ACT, kAblate, kYFm, kBulkY>(p, wi, base, smem, full_bar, empty_bar, it, tma, k);
+        consume_item<T, BM, ACT, kAblate, kYFm, kBulkY, kSplit>(p, wi, base, smem, full_bar, empty_bar, it, tma, k,
+                                                        &sched, split);
       SM90_TRACE(threadIdx.x == 128 * S::kProducers, 9 + 6 * k);
     }
 #if SPARSETRT_SM90_TRACE

@@ -27,8 +27,8 @@ def test_build_outputs_cover_every_kernel_and_target():
 @needs_nvcc
 def test_sm90a_cubin_has_every_wgmma_kernel():
     manifest = json.loads((launch.KERNEL_DIR / "manifest.json").read_text())
-    expected = {launch.sm90_kernel_name(d, bm, a, yfm) for d in launch.DTYPES for bm in (64, 128)
-                for a in launch.ACTIVATIONS for yfm in (False, True)}
+    expected = {launch.sm90_kernel_name(d, bm, a, yfm) + split for d in launch.DTYPES for bm in (64, 128)
+                for a in launch.ACTIVATIONS for yfm in (False, True) for split in ("", "_split")}
     assert set(manifest["sm90a_entries"]) == expected
     cubin = (launch.KERNEL_DIR / launch.SM90A_CUBIN).read_bytes()
     assert all(name.encode() in cubin for name in expected)
@@ -53,10 +53,13 @@ def test_sm90_shape_constants_match_the_launch_layer(tmp_path):
     cuda_dir = launch.Path(__file__).resolve().parents[1] / "cuda"
     src = tmp_path / "shape.cu"
     src.write_text('#include "tile_sparse_gemm_sm90.cuh"\n#include <cstdio>\nusing namespace sparsetrt::sm90;\n'
-                   'int main() { printf("%d %d %d %d %d\\n", Sm90Shape<64>::kSmemBytes, Sm90Shape<128>::kSmemBytes, '
-                   'Sm90Shape<64>::kThreads, Sm90Shape<128>::kThreads, Sm90Shape<128>::kTokens); }\n')
+                   'int main() { printf("%d %d %d %d %d %d %d\\n", Sm90Shape<64>::kSmemBytes, Sm90Shape<128>::kSmemBytes, '
+                   'Sm90Shape<64>::kThreads, Sm90Shape<128>::kThreads, Sm90Shape<128>::kTokens, '
+                   '16 * PartialsLayout<Sm90Shape<64>::kAccRegs>::kSlotFloat4s, '
+                   '16 * PartialsLayout<Sm90Shape<128>::kAccRegs>::kSlotFloat4s); }\n')
     exe = tmp_path / "shape"
     subprocess.run([shutil.which("nvcc"), "-std=c++17", f"-I{cuda_dir}", str(src), "-o", str(exe)], check=True)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
     assert list(map(int, out)) == [launch.sm90_shared_bytes(64), launch.sm90_shared_bytes(128),
-                                   launch.sm90_threads(64), launch.sm90_threads(128), launch.SM90_TOKENS]
+                                   launch.sm90_threads(64), launch.sm90_threads(128), launch.SM90_TOKENS,
+                                   launch.tail_split.slot_bytes(64), launch.tail_split.slot_bytes(128)]

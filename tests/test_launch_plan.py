@@ -149,9 +149,11 @@ def test_wgmma_argument_format_frames_the_mma_sp_one():
     # the two maps (128 bytes each, 64-byte aligned) first, so the packed pointers after them stay 8-byte aligned
     import struct
 
-    assert launch.GEMM90_ARGS == "128s128s" + launch.GEMM_ARGS + "ii"
-    assert struct.calcsize("@" + launch.GEMM90_ARGS) == 2 * 128 + 8 * 8 + 9 * 4
+    assert launch.GEMM90_ARGS == "128s128s" + launch.GEMM_ARGS + "ii" + "PQii"   # + the tail split's four
+    # the workspace pointer after the 9 ints (356 bytes) starts 8-byte aligned at 360
+    assert struct.calcsize("@" + launch.GEMM90_ARGS) == 2 * 128 + 8 * 8 + 9 * 4 + 4 + 8 + 8 + 2 * 4
     assert "".join(launch.gemm90_fields()) == launch.GEMM90_ARGS
+    assert launch.GEMM90_FIELDS[:len(launch.GEMM90_FIELDS_NO_SPLIT)] == launch.GEMM90_FIELDS_NO_SPLIT
 
 
 def test_arg_format_places_each_parameter_at_the_drivers_offset():
@@ -159,16 +161,17 @@ def test_arg_format_places_each_parameter_at_the_drivers_offset():
 
     fields = launch.gemm90_fields()
     # the sm_90 layout: maps at 48 and 176 (absolute 0x240, 0x2c0 in the parameter bank), then packed
-    offsets = [48, 176] + [304 + 8 * i for i in range(8)] + [368 + 4 * i for i in range(9)]
+    offsets = [48, 176] + [304 + 8 * i for i in range(8)] + [368 + 4 * i for i in range(9)] + [408, 416, 424, 428]
     fmt = launch.arg_format(fields, offsets)
-    assert fmt == "48x128s128s" + "P" * 8 + "i" * 9
+    assert fmt == "48x128s128s" + "P" * 8 + "i" * 9 + "PQii"
     assert struct.calcsize(fmt) == struct.calcsize(f"@{launch.GEMM90_MAP_OFFSET_SM90}x{launch.GEMM90_ARGS}")
-    packed = struct.pack(fmt, b"a" * 128, b"y" * 128, *range(1, 9), *range(9))
+    packed = struct.pack(fmt, b"a" * 128, b"y" * 128, *range(1, 9), *range(9), 0x1000, 2**64 - 1, 3, 4)
     assert packed[48:176] == b"a" * 128 and packed[176:304] == b"y" * 128
     assert struct.unpack_from("=Q", packed, 304 + 8 * 7)[0] == 8 and struct.unpack_from("=i", packed, 400)[0] == 8
     # a gap the compiler leaves between two parameters becomes padding
-    gapped = offsets[:10] + [372 + 4 * i for i in range(9)]
-    assert launch.arg_format(fields, gapped) == "48x128s128s" + "P" * 8 + "4x" + "i" * 9
+    assert struct.unpack_from("=QQii", packed, 408) == (0x1000, 2**64 - 1, 3, 4)
+    gapped = offsets[:10] + [372 + 4 * i for i in range(9)] + offsets[19:]
+    assert launch.arg_format(fields, gapped) == "48x128s128s" + "P" * 8 + "4x" + "i" * 9 + "PQii"
     with pytest.raises(ValueError, match="overlaps"):
         launch.arg_format(fields, [48, 100] + offsets[2:])
 
@@ -198,3 +201,78 @@ def test_per_tile_maps_only_for_128_row_ctas():
     assert not launch.tile_maps_apply(128, 1024)   # short K: cp.async (the rewrite per item costs more)
     template = launch.ValuesMap(128, 32, 128)
     assert template.dims == (16, 128) and template.box == (16, 128) and template.strides == (32,)
+
+
+# ---- the tail split (trt_plugins/tail_split.py; cuda/sm90_schedule.cuh) -------------------------------------
+def test_tail_split_splits_only_a_single_partial_round_that_pays():
+    from trt_plugins import tail_split as ts
+
+    # after whole rounds the cost model never splits (measured slower on the H200, KERNEL_NOTES v9)
+    assert ts.choose(192, 132, 48) == ts.NO_SPLIT            # BERT-base ffn2, 75% HiNM V128
+    assert ts.choose(264, 132, 48) == ts.NO_SPLIT            # full rounds
+    # one partial round (small M): idle SMs take pieces, as many as the cost model likes, at most MAX_PARTS
+    few = ts.choose(8, 132, 64)
+    assert few.tail == 8 and 2 < few.parts <= ts.MAX_PARTS and 8 * few.parts <= 132
+    # the best piece counts of device run 15 (KERNEL_NOTES v9): Llama down at M = 64 (32 items of 172 steps) 4
+    # pieces (1.83x); BERT-base ffn2 V64 at M = 64 (12 items, BM = 64) 4 (1.18x); at M = 1024 (24 items of 48 steps,
+    # 256 tokens) 4 pieces lose (0.93x: 96 CTAs gathering at once ask for more than L2 gives), 2 win (1.02x)
+    assert ts.choose(32, 132, 172, tokens=64).parts == 4
+    assert ts.choose(12, 132, 48, cta_rows=64, tokens=64).parts == 4
+    assert 1 < ts.choose(24, 132, 48).parts < 4
+    assert ts.launch_us(24, 4, 48) > ts.launch_us(24, 2, 48)
+    assert ts.choose(8, 132, 6) == ts.NO_SPLIT               # 6 steps: meeting costs more than it saves
+    assert ts.choose(100, 132, 64) == ts.NO_SPLIT            # no room for a second piece of each item
+    assert ts.choose(30, 132, 172, fill_items=60).parts == 2   # pruned-rows items keep their SMs
+    assert ts.choose(40, 132, 64, fill_items=100) == ts.NO_SPLIT
+    # forced piece counts (tests, A/B) split after whole rounds too, capped by what fits: tail * parts <= SMs and
+    # 2 steps per piece
+    assert ts.choose(192, 132, 48, forced=8) == ts.TailSplit(60, 2)
+    assert ts.TailSplit(60, 2).units(192) == 132 + 120 and ts.TailSplit(60, 2).writer_slots == 60
+    assert ts.choose(3, 132, 6, forced=8) == ts.TailSplit(3, 3)
+    assert ts.choose(3, 132, 3, forced=8) == ts.NO_SPLIT     # fewer than 4 steps: never split
+
+
+def test_tail_split_setting_from_the_environment(monkeypatch):
+    from trt_plugins import tail_split as ts
+
+    for value, expected in (("auto", None), ("0", 0), ("4", 4), (" AUTO ", None)):
+        monkeypatch.setenv("SPARSETRT_TAIL_SPLIT", value)
+        assert ts.setting() == expected
+    for bad in ("1", "yes", "-2"):
+        monkeypatch.setenv("SPARSETRT_TAIL_SPLIT", bad)
+        with pytest.raises(ValueError, match="SPARSETRT_TAIL_SPLIT"):
+            ts.setting()
+
+
+def test_sm90_plan_with_a_tail_split(monkeypatch):
+    monkeypatch.delenv("SPARSETRT_TAIL_SPLIT", raising=False)
+    # BERT-base ffn2, 75% HiNM V128 (kept 1536 of 3072 per tile) at M = 8192: 192 items, never split by default
+    big = dict(family="wgmma_sp", sm_count=132, split_tail=True, kept_total=6 * 1536)
+    p = launch.plan(8192, 3072, 768, 128, 6, "float16", **big)
+    assert p.split.parts == 1 and p.grid == (132, 1, 1) and p.kernel_name == "tsgemm90_f16_bm128_none"
+    # ... and at M = 256 (6 items): pieces, on the _split entry point, never more CTAs than SMs
+    p = launch.plan(256, 3072, 768, 128, 6, "float16", **big)
+    assert p.split.tail == 6 and p.split.parts > 2 and p.grid == (6 * p.split.parts, 1, 1)
+    assert p.kernel_name == "tsgemm90_f16_bm128_none_split"
+    p = launch.plan(256, 4096, 1024, 128, 8, "bfloat16", "gelu", family="wgmma_sp", sm_count=132, split_tail=True,
+                    y_feature_major=True)
+    assert p.split.tail == 8 and p.grid == (8 * p.split.parts, 1, 1)
+    assert p.kernel_name == "tsgemm90_bf16_bm128_gelu_yfm_split"
+    monkeypatch.setenv("SPARSETRT_TAIL_SPLIT", "0")
+    p = launch.plan(256, 4096, 1024, 128, 8, "float16", family="wgmma_sp", sm_count=132,
+                    split_tail=launch.tail_split.enabled())
+    assert p.split.parts == 1 and p.kernel_name == "tsgemm90_f16_bm128_none"
+    monkeypatch.setenv("SPARSETRT_TAIL_SPLIT", "2")   # forced: after whole rounds too
+    assert launch.plan(8192, 3072, 768, 128, 6, "float16", **big).split == launch.tail_split.TailSplit(60, 2)
+
+
+def test_tail_split_workspace_and_nonces():
+    from trt_plugins import tail_split as ts
+
+    split = ts.TailSplit(60, 2)
+    # flags: 16 bytes per writer slot rounded up to 256; slots: 2 warpgroups x kAccRegs x 128 threads x 4 bytes
+    assert ts.workspace_bytes(split, 128) == 1024 + 60 * 128 * 1024
+    assert ts.workspace_bytes(split, 64) == 1024 + 60 * 64 * 1024
+    assert ts.workspace_bytes(ts.NO_SPLIT, 128) == 0
+    values = [ts.nonce() for _ in range(10000)]
+    assert len(set(values)) == len(values) and all(0 < v < 2**64 for v in values)

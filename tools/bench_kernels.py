@@ -190,11 +190,15 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--shapes", default="all", help="comma-separated shape indices or 'all'")
+    parser.add_argument("--m", default="", help="comma-separated token counts to run each shape at instead of its own "
+                        "M (small-batch latency; write them to another --out, e.g. docs/small_m)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_kernels: needs a CUDA GPU", file=sys.stderr)
         return 3
     shapes = SHAPES if args.shapes == "all" else [SHAPES[int(i)] for i in args.shapes.split(",")]
+    if args.m:
+        shapes = [(f"{name} M={m}", m, k, n) for name, _, k, n in shapes for m in map(int, args.m.split(","))]
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
     peak_ms = timed(lambda: a @ a, 3, 10)

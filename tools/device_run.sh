@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU machine does in one call: environment, SASS check, GPU tests + sanitizers,
-# kernel and end-to-end benchmarks.  Short table last.  Usage on the device:  bash tools/device_run.sh [bench|tests|all]
+# kernel and end-to-end benchmarks.  Short table last.  Usage on the device:  bash tools/device_run.sh [bench|tests|all|small]
+# small: only the small-batch kernel benchmark (docs/small_m: 7 shapes at M = 64, 256, 1024).
 set -uo pipefail
 OUT="${OUT:-out/device}"
 mkdir -p "$OUT"
@@ -16,6 +17,10 @@ cuobjdump --dump-sass --function tsgemm90_f16_bm128_none trt_plugins/kernels/spa
 echo "SASS tsgemm90_f16_bm128_none (sm_90a): $(grep -c 'HGMMA.SP' "$OUT/sass90_f16_bm128.txt") HGMMA.SP, $(grep -c LDGSTS "$OUT/sass90_f16_bm128.txt") LDGSTS, $(grep -c STSM "$OUT/sass90_f16_bm128.txt") STSM, $(grep -cE 'LDL|STL' "$OUT/sass90_f16_bm128.txt") local-memory ops"
 python3 tools/wgmma_probe.py | tail -n 1
 status=0
+if [ "$what" = small ]; then
+  python3 tools/bench_kernels.py --shapes 0,1,2,3,4,5,6 --m 64,256,1024 --out "$OUT/small_m" 2>&1 | tail -n 8
+  exit 0
+fi
 if [ "$what" != bench ]; then
   OUT="$OUT" bash tools/run_gpu_tests.sh || status=1
   tail -n 3 "$OUT/gpu_tests.log"

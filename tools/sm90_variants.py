@@ -39,11 +39,17 @@ def load_modules(rt, paths: dict[str, str]) -> dict:
         rt.context.pop()
 
 
-def use_module(rt, module, generic: bool = False) -> None:
+def use_module(rt, module, generic: bool = False, path=None) -> None:
     """The launch layer's wgmma kernels (generic: its mma.sp and other sm_80+ kernels) come from `module` from now on
-    (prepared functions are looked up again)."""
+    (prepared functions are looked up again); `path`, the module's cubin, gives the wgmma kernels' parameter list
+    (cubins from before the tail split take fewer)."""
+    from trt_plugins import launch
+
     if generic:
         rt.module = module
     else:
         rt.module90 = module
+        if path is not None:
+            rt.gemm90_args, rt.gemm90_split = launch._gemm90_arg_format(
+                path, launch.sm90_kernel_name("float16", 128, "none"))
     rt.functions = {}

@@ -27,6 +27,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import tail_split
+
 KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
 FATBIN = "sparsetrt_kernels.fatbin"
 SM90A_CUBIN = "sparsetrt_kernels_sm90a.cubin"
@@ -54,6 +56,7 @@ class LaunchPlan:
     gemm_ctas: int
     fill_ctas: int
     family: str = "mma_sp"
+    split: tail_split.TailSplit = tail_split.NO_SPLIT   # wgmma_sp: the last partial round's split along K
 
 
 # ---- the Hopper family: mirrors of Sm90Shape<BM> in cuda/tile_sparse_gemm_sm90.cuh ----------------------
@@ -178,13 +181,18 @@ def kernel_name(dtype: str, cta_rows: int, activation: str) -> str:
 
 
 def plan(M: int, K: int, N: int, tile_rows: int, num_tiles: int, dtype: str, activation: str = "none",
-         family: str = "mma_sp", sm_count: int = SM90_DEFAULT_SMS, y_feature_major: bool = False) -> LaunchPlan:
+         family: str = "mma_sp", sm_count: int = SM90_DEFAULT_SMS, y_feature_major: bool = False,
+         split_tail: bool = False, kept_total: int | None = None) -> LaunchPlan:
     """Grid, block and shared memory of one launch.  The wgmma_sp kernel is persistent: at most `sm_count`
     CTAs (one per SM) loop over its work items (gemm_ctas GEMM items, then fill_ctas pruned-rows items).
-    `y_feature_major`: the kernel writes YT[N, M] (wgmma_sp only; the torch path transposes for mma_sp)."""
+    `y_feature_major`: the kernel writes YT[N, M] (wgmma_sp only; the torch path transposes for mma_sp).
+    `split_tail` (wgmma_sp): split the last partial round's items along K where the cost model says it pays
+    (trt_plugins/tail_split.py; `kept_total`, the length of k_index, sizes the items, else K columns per tile)."""
     check_problem(M, K, N, tile_rows, num_tiles, dtype)
     if family == "wgmma_sp":
-        return _plan_sm90(M, N, tile_rows, num_tiles, dtype, activation, sm_count, y_feature_major)
+        steps = (kept_total // num_tiles if kept_total else K) // KEPT_PER_STAGE
+        return _plan_sm90(M, N, tile_rows, num_tiles, dtype, activation, sm_count, y_feature_major,
+                          steps if split_tail else 0)
     if family != "mma_sp":
         raise ValueError(f"kernel family '{family}': expected one of {FAMILIES}")
     if y_feature_major:
@@ -199,13 +207,18 @@ def plan(M: int, K: int, N: int, tile_rows: int, num_tiles: int, dtype: str, act
 
 
 def _plan_sm90(M: int, N: int, tile_rows: int, num_tiles: int, dtype: str, activation: str,
-               sm_count: int, y_feature_major: bool = False) -> LaunchPlan:
+               sm_count: int, y_feature_major: bool = False, split_steps: int = 0) -> LaunchPlan:
+    """split_steps: k32 steps per item, for the tail split's cost model (0: no split)."""
     bm = sm90_cta_rows_for(tile_rows)
     m_tiles = -(-M // SM90_TOKENS)
     gemm = num_tiles * (tile_rows // bm) * m_tiles
     fill = m_tiles * -(-(N - num_tiles * tile_rows) // FILL_ROWS_PER_CTA)
-    return LaunchPlan(sm90_kernel_name(dtype, bm, activation, y_feature_major), (max(1, min(gemm + fill, sm_count)), 1, 1),
-                      (sm90_threads(bm), 1, 1), sm90_shared_bytes(bm), bm, gemm, fill, "wgmma_sp")
+    split = (tail_split.choose(gemm, sm_count, split_steps, tail_split.setting(), fill, bm, -(-M // m_tiles))
+             if split_steps else tail_split.NO_SPLIT)
+    grid = max(1, min(split.units(gemm) + fill, sm_count))
+    name = sm90_kernel_name(dtype, bm, activation, y_feature_major) + ("_split" if split.parts > 1 else "")
+    return LaunchPlan(name, (grid, 1, 1),
+                      (sm90_threads(bm), 1, 1), sm90_shared_bytes(bm), bm, gemm, fill, "wgmma_sp", split)
 
 
 def ptx_path(arch: str = "sm_90") -> Path:
@@ -357,8 +370,8 @@ class _Runtime:
             self.sm_count = torch.cuda.get_device_properties(device_index).multi_processor_count
             self.module90, path90 = _load_sm90a(cuda) if self.capability == (9, 0) else (None, None)
             # argument format of the wgmma kernels: padding, the two maps, the mma.sp kernels' parameters, two ints
-            self.gemm90_args = (_gemm90_arg_format(path90, sm90_kernel_name('float16', 128, 'none'))
-                                if path90 else GEMM90_ARGS)
+            self.gemm90_args, self.gemm90_split = (_gemm90_arg_format(path90, sm90_kernel_name('float16', 128, 'none'))
+                                                   if path90 else (GEMM90_ARGS, True))
             self.stream = cuda.Stream()
         finally:
             self.context.pop()
@@ -439,15 +452,16 @@ def arg_format(fields: list[str], offsets: list[int]) -> str:
     return fmt
 
 
-def _gemm90_arg_format(path: Path, name: str) -> str:
+def _gemm90_arg_format(path: Path, name: str) -> tuple[str, bool]:
     """pycuda's argument format for the wgmma kernels, from the parameter offsets the driver reports
-    (cuFuncGetParamInfo, CUDA >= 12.4).  The 64-byte aligned tensor maps do not start at 0: the compiler pads in
-    front of them so that their absolute address in the parameter bank is aligned, and pycuda's packed buffer has to
-    carry that padding.  Without the driver call: the sm_90 ABI's layout (48 bytes, then packed)."""
+    (cuFuncGetParamInfo, CUDA >= 12.4), and whether the kernel takes the tail split's parameters (cubins built
+    before 2026-12-04 do not; tools/ab_sm90.py still times them).  The 64-byte aligned tensor maps do not start at
+    0: the compiler pads in front of them so that their absolute address in the parameter bank is aligned, and
+    pycuda's packed buffer has to carry that padding.  Without the driver call: the sm_90 ABI's layout (48 bytes,
+    then packed)."""
     import ctypes
 
-    fields = gemm90_fields()
-    fallback = f"{GEMM90_MAP_OFFSET_SM90}x{GEMM90_ARGS}"
+    fallback = f"{GEMM90_MAP_OFFSET_SM90}x{GEMM90_ARGS}", True
     try:
         cu = ctypes.CDLL("libcuda.so.1")
         info = cu.cuFuncGetParamInfo
@@ -460,12 +474,15 @@ def _gemm90_arg_format(path: Path, name: str) -> str:
         if cu.cuModuleGetFunction(ctypes.byref(fn), module, name.encode()) != 0:
             return fallback
         offsets = []
-        for index in range(len(fields)):
+        for index in range(len(GEMM90_FIELDS)):   # the driver fails past the kernel's last parameter
             offset, size = ctypes.c_size_t(), ctypes.c_size_t()
             if info(fn, ctypes.c_size_t(index), ctypes.byref(offset), ctypes.byref(size)) != 0:
-                return fallback
+                break
             offsets.append(int(offset.value))
-        return arg_format(fields, offsets)
+        for fields in (GEMM90_FIELDS, GEMM90_FIELDS_NO_SPLIT):
+            if len(offsets) == len(fields):
+                return arg_format(list(fields), offsets), fields is GEMM90_FIELDS
+        return fallback
     finally:
         cu.cuModuleUnload(module)
 
@@ -512,7 +529,7 @@ def enqueue(*, xt_ptr: int, ldx: int, values_ptr: int, meta_ptr: int, k_index_pt
     rt = runtime(device_index)
     p = plan(M, K, N, tile_rows, num_tiles, dtype, activation,
              family or choose_family(tile_rows, ldx, xt_ptr, rt.capability, rt.module90 is not None, k_index_ptr), rt.sm_count,
-             y_feature_major)
+             y_feature_major, rt.gemm90_split and tail_split.enabled(), kept_total)
     with _on_side_stream(rt, device_index, stream):
         _launch_gemm(rt, p, xt_ptr, ldx, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr, row_index_ptr, bias_ptr,
                      y_ptr, M, K, N, tile_rows, num_tiles, kept_total)
@@ -541,8 +558,9 @@ class _on_side_stream:
 
 GEMM_ARGS = "PPPPPPPPiiiiiii"               # the mma.sp kernels' parameters (cuda/kernels.cu)
 # the wgmma kernels': values and Y maps first (after the runtime's `gemm90_args` padding), the values' kept count and
-# the Y map flag last
-GEMM90_FIELDS = ("128s", "128s", *GEMM_ARGS, "i", "i")
+# the Y map flag, then the tail split's workspace, nonce, split items and pieces (cuda/kernels_sm90.cu)
+GEMM90_FIELDS_NO_SPLIT = ("128s", "128s", *GEMM_ARGS, "i", "i")   # cubins built before 2026-12-04
+GEMM90_FIELDS = (*GEMM90_FIELDS_NO_SPLIT, "P", "Q", "i", "i")
 GEMM90_ARGS = "".join(GEMM90_FIELDS)
 
 
@@ -565,13 +583,35 @@ def _launch_gemm(rt: _Runtime, p: LaunchPlan, xt_ptr, ldx, values_ptr, meta_ptr,
         y_on = int(y_blob is not _NO_MAP)
         VALUES_TMA_LAUNCHES += kept != 0
         Y_TMA_LAUNCHES += y_on
+        split_args, workspace = _split_args(rt, p)
         rt.function(p.kernel_name, p.shared_bytes, rt.gemm90_args).prepared_async_call(
-            p.grid, p.block, rt.stream, blob, y_blob, *args, kept, y_on, shared_size=p.shared_bytes)
+            p.grid, p.block, rt.stream, blob, y_blob, *args, kept, y_on, *split_args, shared_size=p.shared_bytes)
+        del workspace   # the caching allocator reuses it only for work on our stream, ordered after this launch
     else:
         rt.function(p.kernel_name, p.shared_bytes, GEMM_ARGS).prepared_async_call(
             p.grid, p.block, rt.stream, *args, shared_size=p.shared_bytes)
     LAUNCH_COUNT += 1
     LAUNCHES_BY_FAMILY[p.family] += 1
+
+
+SPLIT_LAUNCHES = 0   # wgmma launches with a tail split (tests use it to prove the split ran)
+
+
+def _split_args(rt: _Runtime, p: LaunchPlan) -> tuple[tuple, object]:
+    """The tail split's kernel arguments (none for a cubin without them) and its workspace tensor, allocated on our
+    stream from torch's caching allocator (also inside a CUDA graph capture, from the graph's pool)."""
+    global SPLIT_LAUNCHES
+    if not rt.gemm90_split:
+        return (), None
+    if p.split.parts < 2:
+        return (0, 0, 0, 1), None
+    import torch
+
+    with torch.cuda.stream(rt.side):
+        workspace = torch.empty(tail_split.workspace_bytes(p.split, p.cta_rows), dtype=torch.uint8,
+                                device=torch.device("cuda", rt.device_index))
+    SPLIT_LAUNCHES += 1
+    return (workspace.data_ptr(), tail_split.nonce(), p.split.tail, p.split.parts), workspace
 
 
 def _launch_transpose(rt: _Runtime, x_ptr: int, xt_ptr: int, m: int, k: int, ldx: int) -> None:
@@ -766,7 +806,7 @@ def tile_sparse_linear(x, values, meta, k_index, k_offsets, row_index, bias, out
                                ints[1].data_ptr())
         yfm_in_kernel = y_feature_major and family == "wgmma_sp"
         p = plan(m, k, out_features, tile_rows, k_offsets.numel() - 1, str(x.dtype).removeprefix("torch."), activation,
-                 family, rt.sm_count, yfm_in_kernel)
+                 family, rt.sm_count, yfm_in_kernel, rt.gemm90_split and tail_split.enabled(), k_index.numel())
         out = y if yfm_in_kernel or not y_feature_major else torch.empty(m, out_features, dtype=x.dtype, device=x.device)
         with _on_side_stream(rt, device_index, None):   # one fork/join for the transpose and the GEMM
             if transpose:

@@ -142,3 +142,52 @@ def test_auto_split_only_below_one_round(rng, monkeypatch):
         y = run_kernel(fmt, x, b, "none", family="wgmma_sp")
         assert launch.SPLIT_LAUNCHES - before == splits, f"M={m}"
         check(fmt, x, b, y)
+
+
+def test_no_split_under_a_capture_torch_does_not_own(rng, monkeypatch):
+    """A TensorRT engine captured into a CUDA graph: enqueue's stream is being captured by someone else, so the
+    launch layer must not allocate the split's workspace (torch's allocator could cudaMalloc); the graph replays
+    the unsplit kernel and the result is right."""
+    import ctypes
+
+    from trt_plugins import launch
+
+    monkeypatch.delenv("SPARSETRT_TAIL_SPLIT", raising=False)
+    cu = ctypes.CDLL("libcuda.so.1")
+    fmt, b = make_format(HiNM(vector=128), 0.75, 768, 3072, torch.float16, rng)   # 6 items at M = 64: splits
+    f, bias = fmt.to("cuda"), b.cuda()
+    x = torch.randn(64, 3072, generator=rng).half()
+    xt = launch.to_feature_major(x.cuda())
+    y = torch.full((64, 768), float("nan"), dtype=torch.float16, device="cuda")
+    stream = torch.cuda.Stream()
+    args = dict(xt_ptr=xt.data_ptr(), ldx=xt.shape[1], values_ptr=f.values.data_ptr(), meta_ptr=f.meta.data_ptr(),
+                k_index_ptr=f.k_index.data_ptr(), k_offsets_ptr=f.k_offsets.data_ptr(),
+                row_index_ptr=f.row_index.data_ptr(), bias_ptr=bias.data_ptr(), y_ptr=y.data_ptr(), M=64, K=3072,
+                N=768, tile_rows=128, num_tiles=fmt.num_tiles, dtype="float16", activation="none",
+                stream=stream.cuda_stream, family="wgmma_sp", kept_total=f.k_index.numel())
+    before = launch.SPLIT_LAUNCHES
+    assert launch.enqueue(**args).split.parts > 1 and launch.SPLIT_LAUNCHES == before + 1   # eager: splits
+    monkeypatch.setenv("SPARSETRT_TAIL_SPLIT", "0")
+    launch.enqueue(**args)   # warm-up of the unsplit kernel, as an engine runs once before it is captured
+    monkeypatch.delenv("SPARSETRT_TAIL_SPLIT")
+    torch.cuda.synchronize()
+    y.fill_(float("nan"))
+    torch.cuda.synchronize()
+    handle = ctypes.c_void_p(stream.cuda_stream)
+    assert cu.cuStreamBeginCapture_v2(handle, 0) == 0   # CU_STREAM_CAPTURE_MODE_GLOBAL, the strictest
+    error = None
+    try:
+        p = launch.enqueue(**args)
+    except Exception as err:   # noqa: BLE001  (end the capture first, then report)
+        error = err
+    graph = ctypes.c_void_p()
+    ended = cu.cuStreamEndCapture(handle, ctypes.byref(graph))
+    assert error is None, f"enqueue under a foreign capture raised {error!r}"
+    assert ended == 0, f"the capture was invalidated (cuStreamEndCapture -> {ended})"
+    assert p.split.parts == 1 and launch.SPLIT_LAUNCHES == before + 1, "split inside a foreign capture"
+    exe = ctypes.c_void_p()
+    assert cu.cuGraphInstantiateWithFlags(ctypes.byref(exe), graph, ctypes.c_ulonglong(0)) == 0
+    assert cu.cuGraphLaunch(exe, handle) == 0
+    stream.synchronize()
+    check(fmt, x, b, y.cpu())
+    cu.cuGraphExecDestroy(exe), cu.cuGraphDestroy(graph)

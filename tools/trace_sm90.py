@@ -92,6 +92,7 @@ def main(argv=None) -> int:
     parser.add_argument("--shapes", default="3", help="indices into tools/bench_kernels.py SHAPES")
     parser.add_argument("--patterns", default="hinm128", help=f"comma-separated: {', '.join(PATTERNS)}")
     parser.add_argument("--cubin", type=Path, help="a sm_90a cubin built with -DSPARSETRT_SM90_TRACE=1")
+    parser.add_argument("--m", type=int, help="token count instead of each shape's own M (small-M launches)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
         print("trace_sm90: needs an sm_90 GPU", file=sys.stderr)
@@ -110,6 +111,7 @@ def main(argv=None) -> int:
     gen = torch.Generator().manual_seed(0)
     for index in map(int, args.shapes.split(",")):
         name, m, k, n = SHAPES[index]
+        m = args.m or m
         w = torch.randn(n, k, generator=gen).half()
         x = torch.randn(m, k, generator=gen).half().cuda()
         xt = x.t().contiguous()

@@ -372,7 +372,10 @@ class _Runtime:
             # argument format of the wgmma kernels: padding, the two maps, the mma.sp kernels' parameters, two ints
             self.gemm90_args, self.gemm90_split = (_gemm90_arg_format(path90, sm90_kernel_name('float16', 128, 'none'))
                                                    if path90 else (GEMM90_ARGS, True))
-            self.stream = cuda.Stream()
+            # non-blocking (CU_STREAM_NON_BLOCKING): every launch is ordered after its caller's stream by events
+            # (_on_side_stream); a blocking stream would also tie it to the legacy default stream, which breaks
+            # a global-mode capture of the caller's stream that torch does not own (a TensorRT engine in a graph)
+            self.stream = cuda.Stream(flags=1)
         finally:
             self.context.pop()
         self.side = torch.cuda.ExternalStream(self.stream.handle, device=torch.device("cuda", device_index))
@@ -527,13 +530,41 @@ def enqueue(*, xt_ptr: int, ldx: int, values_ptr: int, meta_ptr: int, k_index_pt
     if M == 0:
         return plan(M, K, N, tile_rows, num_tiles, dtype, activation)
     rt = runtime(device_index)
+    # the tail split takes its workspace from torch's caching allocator, which may cudaMalloc: not under a capture
+    # torch does not own (a TensorRT engine captured into a CUDA graph), where that is an error
+    split = rt.gemm90_split and tail_split.enabled() and not _foreign_capture(stream)
     p = plan(M, K, N, tile_rows, num_tiles, dtype, activation,
              family or choose_family(tile_rows, ldx, xt_ptr, rt.capability, rt.module90 is not None, k_index_ptr), rt.sm_count,
-             y_feature_major, rt.gemm90_split and tail_split.enabled(), kept_total)
+             y_feature_major, split, kept_total)
     with _on_side_stream(rt, device_index, stream):
         _launch_gemm(rt, p, xt_ptr, ldx, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr, row_index_ptr, bias_ptr,
                      y_ptr, M, K, N, tile_rows, num_tiles, kept_total)
     return p
+
+
+@functools.lru_cache(maxsize=1)
+def _libcuda():
+    import ctypes
+
+    return ctypes.CDLL("libcuda.so.1")
+
+
+def _foreign_capture(stream: int | None) -> bool:
+    """Whether `stream` (a raw handle; None = torch's current stream) is being captured into a CUDA graph that
+    torch is not capturing (cuStreamIsCapturing).  Only `stream` itself is queried: asking the legacy default stream
+    while another stream is captured in global mode would invalidate that capture."""
+    import ctypes
+
+    import torch
+
+    if stream is None:
+        return False   # torch's current stream: torch's capture (its allocator serves the graph's pool) or none
+    status = ctypes.c_int(0)
+    if _libcuda().cuStreamIsCapturing(ctypes.c_void_p(stream), ctypes.byref(status)) != 0:
+        return True    # cannot tell: play safe
+    if status.value == 0:
+        return False
+    return not (torch.cuda.current_stream().cuda_stream == stream and torch.cuda.is_current_stream_capturing())
 
 
 class _on_side_stream:

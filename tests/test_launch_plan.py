@@ -220,6 +220,10 @@ def test_tail_split_splits_only_a_single_partial_round_that_pays():
     assert ts.choose(12, 132, 48, cta_rows=64, tokens=64).parts == 4
     assert 1 < ts.choose(24, 132, 48).parts < 4
     assert ts.launch_us(24, 4, 48) > ts.launch_us(24, 2, 48)
+    # close calls stay unsplit (MIN_GAIN): BERT-base ffn2 V128 at M = 2048 (48 items) measured 0.97x in 2 pieces,
+    # BERT-large ffn2 V64 at M = 1024 (64 items, BM = 64, predicted 5% faster) 1.14x
+    assert ts.choose(48, 132, 48) == ts.NO_SPLIT
+    assert ts.choose(64, 132, 64, cta_rows=64).parts == 2
     assert ts.choose(8, 132, 6) == ts.NO_SPLIT               # 6 steps: meeting costs more than it saves
     assert ts.choose(100, 132, 64) == ts.NO_SPLIT            # no room for a second piece of each item
     assert ts.choose(30, 132, 172, fill_items=60).parts == 2   # pruned-rows items keep their SMs

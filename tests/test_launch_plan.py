@@ -56,7 +56,7 @@ def test_enqueue_rejects_xt_past_32_bit_offsets():
 
 
 def test_y_feature_major_kernel_names():
-    p = launch.plan(300, 256, 384, 128, 3, "bfloat16", "gelu", family="wgmma_sp", y_feature_major=True)
+    p = launch.plan(8192, 256, 384, 128, 3, "bfloat16", "gelu", family="wgmma_sp", y_feature_major=True)
     assert p.kernel_name == "tsgemm90_bf16_bm128_gelu_yfm" and p.shared_bytes == launch.sm90_shared_bytes(128)
 
 
@@ -248,8 +248,35 @@ def test_tail_split_setting_from_the_environment(monkeypatch):
             ts.setting()
 
 
+def test_sm90_small_launches_of_128_row_tiles_run_64_row_ctas(monkeypatch):
+    monkeypatch.delenv("SPARSETRT_SM90_CTA_ROWS", raising=False)
+    sm90 = dict(family="wgmma_sp", sm_count=132)
+    # BERT-base qkv (18 tiles of 128 rows): 36 half-tile items at M <= 256 fit one round -> BM = 64 ...
+    p = launch.plan(256, 768, 2304, 128, 18, "float16", **sm90, kept_total=18 * 384)
+    assert p.cta_rows == 64 and p.gemm_ctas == 36 and p.kernel_name == "tsgemm90_f16_bm64_none"
+    assert p.block == (512, 1, 1) and p.shared_bytes == launch.sm90_shared_bytes(64)
+    # ... at M = 1024 they would not (144 > 132): BM = 128, 72 items
+    assert launch.plan(1024, 768, 2304, 128, 18, "float16", **sm90, kept_total=18 * 384).cta_rows == 128
+    # pruned-rows items count: 6 tiles of 128 kept of N = 2048 (1280 pruned rows: 20 fill items per token tile)
+    kept = dict(kept_total=6 * 1536)   # 48 k32 steps per item
+    assert launch.plan(2048, 3072, 2048, 128, 6, "float16", **sm90, **kept).cta_rows == 128   # 2*48 + 160 > 132
+    assert launch.plan(512, 3072, 2048, 128, 6, "float16", **sm90, **kept).cta_rows == 64     # 2*12 + 40 <= 132
+    # long items keep BM = 128 (each half would gather the tile's rows again): Llama-7B down, 172 steps
+    assert launch.plan(256, 11008, 4096, 128, 32, "float16", **sm90, kept_total=32 * 5504).cta_rows == 128
+    assert launch.plan(256, 3072, 2048, 128, 6, "float16", **sm90).cta_rows == 128   # no kept count: K's 96 steps
+    assert launch.plan(64, 768, 2304, 64, 36, "float16", **sm90).cta_rows == 64       # 64-row tiles: always 64
+    monkeypatch.setenv("SPARSETRT_SM90_CTA_ROWS", "128")
+    assert launch.plan(256, 768, 2304, 128, 18, "float16", **sm90).cta_rows == 128
+    monkeypatch.setenv("SPARSETRT_SM90_CTA_ROWS", "64")
+    assert launch.plan(8192, 768, 2304, 128, 18, "float16", **sm90).cta_rows == 64
+    monkeypatch.setenv("SPARSETRT_SM90_CTA_ROWS", "96")
+    with pytest.raises(ValueError, match="SPARSETRT_SM90_CTA_ROWS='96'"):
+        launch.plan(256, 768, 2304, 128, 18, "float16", **sm90)
+
+
 def test_sm90_plan_with_a_tail_split(monkeypatch):
     monkeypatch.delenv("SPARSETRT_TAIL_SPLIT", raising=False)
+    monkeypatch.setenv("SPARSETRT_SM90_CTA_ROWS", "128")   # the split at BM = 128 (small M would pick 64)
     # BERT-base ffn2, 75% HiNM V128 (kept 1536 of 3072 per tile) at M = 8192: 192 items, never split by default
     big = dict(family="wgmma_sp", sm_count=132, split_tail=True, kept_total=6 * 1536)
     p = launch.plan(8192, 3072, 768, 128, 6, "float16", **big)

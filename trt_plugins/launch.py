@@ -74,6 +74,27 @@ def sm90_cta_rows_for(tile_rows: int) -> int:
     raise ValueError(f"tile_rows={tile_rows}: the wgmma kernel needs a multiple of 64")
 
 
+SM90_HALF_TILE_MAX_STEPS = 64   # items of at most this many k32 steps (2048 kept columns) run in 64-row halves
+
+
+def _sm90_cta_rows(tile_rows: int, tile_items: int, fill_items: int, sm_count: int, steps: int = 0) -> int:
+    """BM of a launch: 128 for 128-row tiles, except where their 64-row halves still fit in one round
+    (2 * tiles x token tiles + fill items <= SMs: small M) and the items are short (<= SM90_HALF_TILE_MAX_STEPS k32
+    steps): 1.2-1.4x faster on the H200 at BERT sizes; at Llama-7B down (172 steps) each half gathers the whole
+    tile's rows again and BM = 128 with the tail split is faster (docs/KERNEL_NOTES.md v9).
+    SPARSETRT_SM90_CTA_ROWS=64 / 128 forces one (comparisons), "auto" is the default."""
+    bm = sm90_cta_rows_for(tile_rows)
+    setting = os.environ.get("SPARSETRT_SM90_CTA_ROWS", "auto").strip().lower()
+    if setting not in ("auto", "64", "128"):
+        raise ValueError(f"SPARSETRT_SM90_CTA_ROWS={setting!r}: expected 'auto', '64' or '128'")
+    if bm != 128 or setting == "128":
+        return bm
+    if setting == "64" or (2 * tile_items * (tile_rows // 128) + fill_items <= sm_count
+                           and steps <= SM90_HALF_TILE_MAX_STEPS):
+        return 64
+    return 128
+
+
 def sm90_threads(cta_rows: int) -> int:
     """2 consumer warpgroups + 1 producer (BM = 128) or 2 (BM = 64): Sm90Shape<BM>::kThreads."""
     return 128 * (2 + (1 if cta_rows == 128 else 2))
@@ -191,8 +212,8 @@ def plan(M: int, K: int, N: int, tile_rows: int, num_tiles: int, dtype: str, act
     check_problem(M, K, N, tile_rows, num_tiles, dtype)
     if family == "wgmma_sp":
         steps = (kept_total // num_tiles if kept_total else K) // KEPT_PER_STAGE
-        return _plan_sm90(M, N, tile_rows, num_tiles, dtype, activation, sm_count, y_feature_major,
-                          steps if split_tail else 0)
+        return _plan_sm90(M, N, tile_rows, num_tiles, dtype, activation, sm_count, y_feature_major, steps,
+                          split_tail)
     if family != "mma_sp":
         raise ValueError(f"kernel family '{family}': expected one of {FAMILIES}")
     if y_feature_major:
@@ -207,12 +228,13 @@ def plan(M: int, K: int, N: int, tile_rows: int, num_tiles: int, dtype: str, act
 
 
 def _plan_sm90(M: int, N: int, tile_rows: int, num_tiles: int, dtype: str, activation: str,
-               sm_count: int, y_feature_major: bool = False, split_steps: int = 0) -> LaunchPlan:
-    """split_steps: k32 steps per item, for the tail split's cost model (0: no split)."""
-    bm = sm90_cta_rows_for(tile_rows)
+               sm_count: int, y_feature_major: bool = False, steps: int = 0, split_tail: bool = False) -> LaunchPlan:
+    """steps: k32 steps of a typical item (BM choice, the tail split's cost model); split_tail: may split."""
     m_tiles = -(-M // SM90_TOKENS)
-    gemm = num_tiles * (tile_rows // bm) * m_tiles
     fill = m_tiles * -(-(N - num_tiles * tile_rows) // FILL_ROWS_PER_CTA)
+    bm = _sm90_cta_rows(tile_rows, num_tiles * m_tiles, fill, sm_count, steps)
+    split_steps = steps if split_tail else 0
+    gemm = num_tiles * (tile_rows // bm) * m_tiles
     split = (tail_split.choose(gemm, sm_count, split_steps, tail_split.setting(), fill, bm, -(-M // m_tiles))
              if split_steps else tail_split.NO_SPLIT)
     grid = max(1, min(split.units(gemm) + fill, sm_count))

@@ -5,11 +5,12 @@
 //   partials_*    how the pieces of a split item meet: fp32 partial sums through global memory
 //
 // Why a tail split: the grid is one CTA per SM, so a layer of G items runs in ceil(G / P) rounds and the last round
-// keeps only G % P of the P SMs busy.  BERT-base ffn2 (192 items of 24 stages on 132 SMs) spends half its time in a
-// round that uses 60 SMs.  Splitting each of those R = G % P items into `parts` pieces of K (R * parts <= P) ends the
-// round after about 1 / parts of an item, plus the cost of meeting: each piece but one stores its fp32 accumulators
-// (128 KB per CTA tile) and raises a flag; the last piece, the owner, waits for the flags, adds the partial sums in a
-// fixed order and runs the epilogue (bias, activation, stores) as an unsplit item would.
+// keeps only G % P of the P SMs busy.  Splitting each of those R = G % P items into `parts` pieces of K
+// (R * parts <= P) ends the round after about 1 / parts of an item, plus the cost of meeting: each piece but one
+// stores its fp32 accumulators (128 KB per CTA tile) and raises a flag; the last piece, the owner, waits for the
+// flags, adds the partial sums in a fixed order and runs the epilogue (bias, activation, stores) as an unsplit item
+// would.  The launch layer asks for it only for single-round launches (G < P, small M): after whole rounds the last
+// round's fewer CTAs run faster on their own and the split measured slower (docs/KERNEL_NOTES.md v9).
 //
 // Deadlock freedom: writers never wait, and they are the lower-numbered units, so their CTAs are dispatched before
 // the owners' (the grid is at most one CTA per SM; with fewer SMs free, an owner spins only once every lower CTA has
@@ -18,7 +19,8 @@
 //
 // Flags: one 64-bit word per (writer slot, consumer warpgroup), set to the launch's nonce after the slot's stores
 // and cleared by the owner once seen.  The workspace comes from the caching allocator, uninitialised, so a stale
-// flag is a word that differs from this launch's nonce (a new 64-bit value per launch; trt_plugins/launch.py).
+// flag is a word that differs from this launch's nonce (a new 64-bit value per launch: tail_split.nonce() in
+// trt_plugins/tail_split.py).
 #pragma once
 
 namespace sparsetrt {
@@ -33,7 +35,7 @@ struct WorkItem {
 
 // The launch's tail-split request (kernel parameters; ws == nullptr or parts < 2: no split).
 struct TailSplit {
-  void* ws = nullptr;        // flags (2 per writer slot) then the partial-sum slots; tail_split_bytes() in launch.py
+  void* ws = nullptr;        // flags (2 per writer slot) then the partial-sum slots; trt_plugins/tail_split.py
   unsigned long long nonce = 0;
   int tail = 0, parts = 1;   // the last `tail` GEMM items run in `parts` pieces each
 };

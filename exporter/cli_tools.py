@@ -8,12 +8,11 @@ from pathlib import Path
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_MISSING_DEP = 0, 2, 3
 
-
-
 # The example model's layers (64-512 features) are far below the sizes where our kernels beat cuBLAS; said next
 # to a sparse-slower-than-dense result so that it is not read as the product's speed.
 SMALL_MODEL_NOTE = ("; the example's layers (64-512 features) are too small for sparse kernels to pay; "
                     "transformer-sized layers: docs/BENCHMARKS.md")
+
 
 def dense_twin(model):
     """A copy of `model` whose SparseLinear layers are plain nn.Linear with the decompressed weights."""

@@ -26,12 +26,12 @@ def _x(v) -> str:
     return "—" if v is None else f"{v:.2f}×"
 
 
-def _docs_link(result: dict, name: str) -> str:
+def _docs_link(name: str, directory: Path) -> str:
     """docs/<name> relative to the directory the report is written to (docs/ itself or a folder below it)."""
-    return os.path.relpath(DOCS / name, result.get("_dir", DOCS))
+    return os.path.relpath(DOCS / name, Path(directory).resolve())
 
 
-def kernel_section(result: dict) -> list[str]:
+def kernel_section(result: dict, directory: Path = DOCS) -> list[str]:
     env = result["env"]
     full_shapes = not any(" M=" in r["shape"] for r in result["rows"])   # tools/bench_kernels.py --m renames them
     lines = [
@@ -52,7 +52,7 @@ def kernel_section(result: dict) -> list[str]:
         f"Measured dense peak in the same run (cuBLAS fp16, 8192³): {env.get('dense_peak_tflops', float('nan')):.0f} TFLOP/s.", "",
         f"### Summary: median over the {len(result['rows'])} shapes", "",
         *([] if full_shapes else ["Token counts overridden (`--m`): the issue's targets apply to the full-size "
-                                  "shapes of [docs/BENCHMARKS.md](" + _docs_link(result, "BENCHMARKS.md") + "), "
+                                  "shapes of [docs/BENCHMARKS.md](" + _docs_link("BENCHMARKS.md", directory) + "), "
                                   "not to these.", ""]),
         "| ours | kernel | vs cuBLAS | vs cuBLAS (+transpose) | vs cuSPARSELt 2:4 | vs best BSR 75% | vs CSR 75% "
         "| vs our other kernel | target met? |",
@@ -150,13 +150,12 @@ def write(directory: Path) -> Path:
     lines = ["# Benchmarks", "",
              "Every number below was measured by the scripts named in each section, on the GPU and date given "
              "there; baselines were measured in the same run. Targets are checked against medians. Kernel design "
-             f"notes and the optimisation history: [KERNEL_NOTES.md]({os.path.relpath(DOCS / 'KERNEL_NOTES.md', directory)}).",
+             f"notes and the optimisation history: [KERNEL_NOTES.md]({_docs_link('KERNEL_NOTES.md', directory)}).",
              ""]
     kernels = directory / "bench_kernels.json"
     if kernels.is_file():
         result = json.loads(kernels.read_text())
-        result["_dir"] = directory.resolve()
-        lines += kernel_section(result)
+        lines += kernel_section(result, directory)
         plot(result, directory / "bench_kernels.png")
         lines += ["![speedup over cuBLAS](bench_kernels.png)", ""]
     e2e = directory / "bench_e2e.json"

@@ -325,6 +325,14 @@ def y_map_for(M: int, N: int, y_ptr: int, y_feature_major: bool) -> YMap | None:
 _NO_MAP = bytes(128)
 
 
+@functools.lru_cache(maxsize=1)
+def _libcuda():
+    """The driver API library, loaded once (tensor maps, parameter offsets, capture queries)."""
+    import ctypes
+
+    return ctypes.CDLL("libcuda.so.1")
+
+
 @functools.lru_cache(maxsize=4096)
 def _encode_map(ptr: int, view: ValuesMap | YMap) -> bytes:
     """A tensor map's 128 bytes (a pure function of the pointer and the view, hence cached); the zero map when the
@@ -333,7 +341,7 @@ def _encode_map(ptr: int, view: ValuesMap | YMap) -> bytes:
     import ctypes
 
     try:
-        encode = ctypes.CDLL("libcuda.so.1").cuTensorMapEncodeTiled
+        encode = _libcuda().cuTensorMapEncodeTiled
     except (OSError, AttributeError):
         return _NO_MAP
     u64x2, u64x1, u32x2 = ctypes.c_uint64 * 2, ctypes.c_uint64 * 1, ctypes.c_uint32 * 2
@@ -488,7 +496,7 @@ def _gemm90_arg_format(path: Path, name: str) -> tuple[str, bool]:
 
     fallback = f"{GEMM90_MAP_OFFSET_SM90}x{GEMM90_ARGS}", True
     try:
-        cu = ctypes.CDLL("libcuda.so.1")
+        cu = _libcuda()
         info = cu.cuFuncGetParamInfo
     except (OSError, AttributeError):
         return fallback
@@ -552,23 +560,16 @@ def enqueue(*, xt_ptr: int, ldx: int, values_ptr: int, meta_ptr: int, k_index_pt
     if M == 0:
         return plan(M, K, N, tile_rows, num_tiles, dtype, activation)
     rt = runtime(device_index)
+    family = family or choose_family(tile_rows, ldx, xt_ptr, rt.capability, rt.module90 is not None, k_index_ptr)
     # the tail split takes its workspace from torch's caching allocator, which may cudaMalloc: not under a capture
     # torch does not own (a TensorRT engine captured into a CUDA graph), where that is an error
-    split = rt.gemm90_split and tail_split.enabled() and not _foreign_capture(stream)
-    p = plan(M, K, N, tile_rows, num_tiles, dtype, activation,
-             family or choose_family(tile_rows, ldx, xt_ptr, rt.capability, rt.module90 is not None, k_index_ptr), rt.sm_count,
-             y_feature_major, split, kept_total)
+    split = (family == "wgmma_sp" and rt.gemm90_split and tail_split.enabled() and not _foreign_capture(stream))
+    p = plan(M, K, N, tile_rows, num_tiles, dtype, activation, family, rt.sm_count, y_feature_major, split,
+             kept_total)
     with _on_side_stream(rt, device_index, stream):
         _launch_gemm(rt, p, xt_ptr, ldx, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr, row_index_ptr, bias_ptr,
                      y_ptr, M, K, N, tile_rows, num_tiles, kept_total)
     return p
-
-
-@functools.lru_cache(maxsize=1)
-def _libcuda():
-    import ctypes
-
-    return ctypes.CDLL("libcuda.so.1")
 
 
 def _foreign_capture(stream: int | None) -> bool:

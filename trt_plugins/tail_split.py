@@ -69,8 +69,8 @@ def choose(gemm_items: int, sm_count: int, steps_per_item: int, forced: int | No
     fill_items: the launch's pruned-rows items (they take SMs too); cta_rows: BM; tokens: an item's tokens (<= 256).
     The cost model splits only a launch that is a single partial round (gemm + fill items < SMs: small M), where
     idle SMs are the whole cost.  After whole rounds the last round's fewer CTAs run faster on their own (they
-    share L2 and memory bandwidth with fewer), and splitting it measured 0.95-0.98x on the H200
-    (docs/KERNEL_NOTES.md v9).
+    share L2 and memory bandwidth with fewer): forced splits there measured no gain at full size and 0.68-0.86x at
+    BERT-base qkv, M = 2048, on the H200 (docs/KERNEL_NOTES.md v9).
     forced: that many pieces (capped at what fits: tail * parts <= sm_count, 2 steps per piece), any round count,
     no cost model (tests, A/B runs)."""
     if gemm_items <= 0 or sm_count <= 0 or steps_per_item < 4:

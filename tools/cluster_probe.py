@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Correctness probe for experimental Hopper cubins built with the hang-debug waits (on the device).
+
+Unfinished work, kept for the next try (docs/KERNEL_NOTES.md "v10"): tools/cuda/sm90_cluster_multicast.patch adds
+2-CTA clusters that share each stage's compressed values by TMA multicast (SPARSETRT_SM90_CLUSTER=2) and, with
+SPARSETRT_SM90_HANG_DEBUG, mbarrier waits that give up after ~0.2 s and record the first wait that hung in g_hang.
+Build and run:
+
+    git apply tools/cuda/sm90_cluster_multicast.patch
+    nvcc -std=c++17 -O3 --use_fast_math -gencode=arch=compute_90a,code=sm_90a -cubin cuda/kernels_sm90.cu \\
+        -DSPARSETRT_SM90_CLUSTER=2 -DSPARSETRT_SM90_HANG_DEBUG=1 -o dbg.cubin
+    SPARSETRT_TAIL_SPLIT=0 python3 tools/cluster_probe.py dbg.cubin
+
+Per shape (HiNM 75% V128, fp16): the hang record, then the variant's output against the shipped kernel's on the same
+inputs (the output memory is NaN-poisoned first, so unwritten outputs show as NaN), where the wrong outputs lie (per
+256-token slice: even slices are cluster rank 0, odd ones rank 1), and whether a repeat gives the same output (a race
+does not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools.sm90_variants import compressed_op, load_modules, use_module  # noqa: E402
+
+SHIPPED = "trt_plugins/kernels/sparsetrt_kernels_sm90a.cubin"
+HANG_SYMBOL = "_ZN9sparsetrt4sm906g_hangE"   # sparsetrt::sm90::g_hang
+SHAPES = [(8192, 768, 2304), (1200, 1024, 4096)]   # M = 1200: an odd count of 256-token slices
+
+
+def read_hang(rt, module, clear: bool) -> np.ndarray:
+    """g_hang[16]: [0] waits that timed out, [1..5] block, thread, mbarrier address, parity, cluster rank of the
+    first, [8..10] block 0's full / empty barrier addresses and stage count."""
+    buf = np.zeros(16, dtype=np.uint64)
+    rt.context.push()
+    try:
+        ptr, size = module.get_global(HANG_SYMBOL)
+        if clear:
+            rt.cuda.memset_d8(ptr, 0, size)
+        else:
+            rt.cuda.memcpy_dtoh(buf, ptr)
+    finally:
+        rt.context.pop()
+    return buf
+
+
+def main(argv=None) -> int:
+    from trt_plugins import launch
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cubin", help="a hang-debug build (SPARSETRT_SM90_HANG_DEBUG=1)")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
+        print("cluster_probe: needs an sm_90 GPU", file=sys.stderr)
+        return 3
+    rt = launch.runtime(0)
+    paths = {"ship": SHIPPED, "probe": args.cubin}
+    modules = load_modules(rt, paths)
+    gen = torch.Generator().manual_seed(0)
+    clean = True
+    for m, k, n in SHAPES:
+        w = torch.randn(n, k, generator=gen).half()
+        x = torch.randn(m, k, generator=gen).half().cuda()
+        xt = x.t().contiguous()
+        op = compressed_op(w, "hinm128")
+        use_module(rt, modules["ship"], path=paths["ship"])
+        ref = launch.tile_sparse_linear(x, *op, xt=xt)
+        torch.cuda.synchronize()
+        use_module(rt, modules["probe"], path=paths["probe"])
+        read_hang(rt, modules["probe"], clear=True)
+        # freed NaN block: the caching allocator hands it to the next output of this size
+        poison = torch.full((m, n), float("nan"), dtype=torch.half, device="cuda")
+        del poison
+        y = launch.tile_sparse_linear(x, *op, xt=xt)
+        torch.cuda.synchronize()
+        hang = read_hang(rt, modules["probe"], clear=False)
+        bad = (y.float() - ref.float()).abs() > 1e-2 * ref.float().abs().max()
+        slices = [round(bad[i * 256:(i + 1) * 256].float().mean().item(), 3) for i in range(-(-m // 256))]
+        again = launch.tile_sparse_linear(x, *op, xt=xt)
+        torch.cuda.synchronize()
+        print(f"M={m} K={k} N={n}: hung waits {int(hang[0])} (first: block {int(hang[1])} thread {int(hang[2])} "
+              f"barrier {int(hang[3])} parity {int(hang[4])} rank {int(hang[5])}; full/empty barriers at "
+              f"{int(hang[8])}/{int(hang[9])}); unwritten {torch.isnan(y).float().mean().item():.4f}; "
+              f"wrong {bad.float().mean().item():.4f} (per slice {slices[:8]}); "
+              f"bit-identical {torch.equal(y, ref)}; repeat identical {torch.equal(y, again)}", flush=True)
+        clean &= bool(torch.equal(y, ref)) and int(hang[0]) == 0
+    return 0 if clean else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,7 +9,9 @@ Build and run:
     git apply tools/cuda/sm90_cluster_multicast.patch
     nvcc -std=c++17 -O3 --use_fast_math -gencode=arch=compute_90a,code=sm_90a -cubin cuda/kernels_sm90.cu \\
         -DSPARSETRT_SM90_CLUSTER=2 -DSPARSETRT_SM90_HANG_DEBUG=1 -o dbg.cubin
-    SPARSETRT_TAIL_SPLIT=0 python3 tools/cluster_probe.py dbg.cubin
+    SPARSETRT_TAIL_SPLIT=0 SPARSETRT_SM90_CLUSTER=2 python3 tools/cluster_probe.py dbg.cubin
+
+(SPARSETRT_SM90_CLUSTER=2: the patched launch layer rounds BM = 128 grids up to even, as cluster launches need.)
 
 Per shape (HiNM 75% V128, fp16): the hang record, then the variant's output against the shipped kernel's on the same
 inputs (the output memory is NaN-poisoned first, so unwritten outputs show as NaN), where the wrong outputs lie (per

@@ -561,15 +561,21 @@ def enqueue(*, xt_ptr: int, ldx: int, values_ptr: int, meta_ptr: int, k_index_pt
         return plan(M, K, N, tile_rows, num_tiles, dtype, activation)
     rt = runtime(device_index)
     family = family or choose_family(tile_rows, ldx, xt_ptr, rt.capability, rt.module90 is not None, k_index_ptr)
-    # the tail split takes its workspace from torch's caching allocator, which may cudaMalloc: not under a capture
-    # torch does not own (a TensorRT engine captured into a CUDA graph), where that is an error
-    split = (family == "wgmma_sp" and rt.gemm90_split and tail_split.enabled() and not _foreign_capture(stream))
+    split = family == "wgmma_sp" and _may_split(rt, stream)   # the capture query only where a split could run
     p = plan(M, K, N, tile_rows, num_tiles, dtype, activation, family, rt.sm_count, y_feature_major, split,
              kept_total)
     with _on_side_stream(rt, device_index, stream):
         _launch_gemm(rt, p, xt_ptr, ldx, values_ptr, meta_ptr, k_index_ptr, k_offsets_ptr, row_index_ptr, bias_ptr,
                      y_ptr, M, K, N, tile_rows, num_tiles, kept_total)
     return p
+
+
+def _may_split(rt: _Runtime, stream: int | None = None) -> bool:
+    """Whether a wgmma launch on `stream` (None: torch's current stream) may take the tail split: the cubin has its
+    parameters, SPARSETRT_TAIL_SPLIT does not turn it off, and the stream is not under a capture torch does not own
+    (the split's workspace comes from torch's caching allocator, which may cudaMalloc: an error inside a capture of,
+    e.g., a TensorRT engine into a user's CUDA graph)."""
+    return rt.gemm90_split and tail_split.enabled() and not _foreign_capture(stream)
 
 
 def _foreign_capture(stream: int | None) -> bool:
@@ -860,7 +866,7 @@ def tile_sparse_linear(x, values, meta, k_index, k_offsets, row_index, bias, out
                                ints[1].data_ptr())
         yfm_in_kernel = y_feature_major and family == "wgmma_sp"
         p = plan(m, k, out_features, tile_rows, k_offsets.numel() - 1, str(x.dtype).removeprefix("torch."), activation,
-                 family, rt.sm_count, yfm_in_kernel, rt.gemm90_split and tail_split.enabled(), k_index.numel())
+                 family, rt.sm_count, yfm_in_kernel, _may_split(rt), k_index.numel())
         out = y if yfm_in_kernel or not y_feature_major else torch.empty(m, out_features, dtype=x.dtype, device=x.device)
         with _on_side_stream(rt, device_index, None):   # one fork/join for the transpose and the GEMM
             if transpose:

@@ -13,6 +13,7 @@ from . import saliency as sal
 from .masks import LayerMask, select_masks
 from .modules import SparseLinear
 from .patterns import Pattern, PatternError, pattern_from_spec
+from .siblings import fuse_selected
 
 
 @dataclass
@@ -33,6 +34,7 @@ class SparsifyReport:
     requested: float
     layers: list[LayerReport] = field(default_factory=list)
     permutation: object | None = None   # exporter.permute.PermutationReport when sparsify(permutation=...)
+    fused: dict[str, list[str]] = field(default_factory=dict)   # fused layer → its sibling members (fuse_siblings)
 
     @property
     def achieved(self) -> float:
@@ -45,6 +47,8 @@ class SparsifyReport:
                "layers": [vars(r) | {"shape": list(r.shape)} for r in self.layers]}
         if self.permutation is not None:
             out["permutation"] = self.permutation.to_dict()
+        if self.fused:
+            out["fused"] = self.fused
         return out
 
     def table(self):
@@ -118,6 +122,7 @@ def sparsify(
     dtype: torch.dtype | None = None,
     progress: bool = True,
     permutation=None,
+    fuse_siblings: bool | Sequence[Sequence[str]] = False,
 ) -> SparsifyReport:
     """Prune the selected nn.Linear layers of `model` in place.
 
@@ -128,18 +133,25 @@ def sparsify(
     `permutation` (e.g. `exporter.permute.Gyro()`, HiNM/TVW/TW only) permutes rows and 2:4 groups first
     to keep more saliency; the model computes the same function as with unpermuted kept weights (outputs
     absorbed by the next sparse layer where the graph allows, else restored by the output scatter; see
-    docs/PERMUTATION.md).  The report's `permutation` field holds the retained-saliency report."""
+    docs/PERMUTATION.md).  The report's `permutation` field holds the retained-saliency report.
+
+    `fuse_siblings` (True, or explicit groups of layer names) first fuses selected layers that read the same
+    input (an attention block's q, k, v) into one layer (exporter.siblings): one kernel launch, and with a
+    permutation the blocks may mix their rows.  The report's `fused` field lists the groups."""
     from tqdm.auto import tqdm
 
     pattern = pattern_from_spec(pattern)
     layers = select_layers(model, include, exclude)
     if not layers:
         raise PatternError(f"no nn.Linear layer matches include={list(include)} exclude={list(exclude)}")
+    layers, fused = fuse_selected(model, layers, fuse_siblings)
     scores = compute_scores(model, layers, saliency, data, loss_fn, max_batches, progress)
     if permutation is not None:
-        return _sparsify_permuted(model, layers, scores, pattern, sparsity, permutation, dtype, progress)
+        report = _sparsify_permuted(model, layers, scores, pattern, sparsity, permutation, dtype, progress)
+        report.fused = fused
+        return report
     masks = select_masks(scores, pattern, sparsity)
-    report = SparsifyReport(pattern.describe(), sparsity)
+    report = SparsifyReport(pattern.describe(), sparsity, fused=fused)
     for name in tqdm(layers, desc=f"sparsify {pattern.describe()}", disable=not progress, leave=False):
         module, lm = layers[name], masks[name]
         if pattern.tile_sparse:

@@ -46,6 +46,7 @@ from exporter.permute import (  # noqa: E402
     permute_layer,
     permute_scores,
 )
+from exporter.permute.saliency_accounting import unstructured_retained  # noqa: E402
 
 METHODS = {"none": NoPermutation(), "random": RandomRestarts(seed=0), "channel_swap": ChannelSwap(), "gyro": Gyro(seed=0)}
 PATTERNS = [("HiNM V=64", HiNM(64), 0.75), ("HiNM V=64", HiNM(64), 0.875), ("HiNM V=128", HiNM(128), 0.75),
@@ -152,25 +153,43 @@ def run_case(source: str, shape_label: str, mats: dict[str, torch.Tensor], label
     return row
 
 
-def model_run(mats: dict[str, torch.Tensor], workers: int) -> dict:
+def model_run(mats: dict[str, torch.Tensor], workers: int, fuse_qkv: bool = False) -> dict:
+    """Permute all 72 matrices; with `fuse_qkv` each layer's q, k, v as one 2304×768 matrix (exporter.siblings:
+    blocks may mix their rows).  A fused matrix is scored against its members' own unstructured bounds (each
+    member at 75 %: HiNM keeps the same count in every row, fused or not), so every row of the table compares the
+    same 72 matrices; its no-permutation value is the members' (identity blocks never span two members)."""
     scores = {n: w.abs() for n, w in mats.items()}
+    members: dict[str, list[str]] = {}
+    if fuse_qkv:
+        for n in list(scores):
+            if n.endswith(("attn.q", "attn.k", "attn.v")):
+                members.setdefault(n[:-1] + "qkv", []).append(n)
+        for fused, ms in members.items():
+            scores[fused] = torch.cat([scores.pop(m) for m in ms])
     t0 = time.perf_counter()
     results = permute_scores(scores, HiNM(64), 0.75, Gyro(seed=0), progress=False, workers=workers)
     seconds = time.perf_counter() - t0
-    by_type: dict[str, list] = {}
+    rows = []   # (layer type, matrices, no_perm, retained, unstructured, seconds)
     for name, r in results.items():
-        by_type.setdefault(layer_type(name), []).append(r)
-    by_type["all"] = list(results.values())
+        bound = r.unstructured
+        if name in members:
+            bound = sum(unstructured_retained(mats[m].abs().double(), mats[m].numel() // 4) for m in members[name])
+        rows.append((layer_type(name), len(members.get(name, [name])), r.no_perm, r.retained, bound, r.seconds))
+    by_type: dict[str, list] = {}
+    for row in rows:
+        by_type.setdefault(row[0], []).append(row)
+    by_type["all"] = rows
     summary = {}
     for t, rs in by_type.items():
-        no_perm, ret, unst = (sum(getattr(r, f) for r in rs) for f in ("no_perm", "retained", "unstructured"))
-        summary[t] = {"matrices": len(rs), "no_perm": no_perm, "retained": ret, "unstructured": unst,
+        no_perm, ret, unst = (sum(r[i] for r in rs) for i in (2, 3, 4))
+        summary[t] = {"matrices": sum(r[1] for r in rs), "no_perm": no_perm, "retained": ret, "unstructured": unst,
                       "no_perm_of_unstructured": no_perm / unst, "gap_closed": gap_closed(ret, no_perm, unst),
-                      "min_layer_gap_closed": min(r.gap_closed for r in rs),
-                      "max_layer_gap_closed": max(r.gap_closed for r in rs),
-                      "layer_seconds": sum(r.seconds for r in rs)}
-    print(f"  whole model, workers={workers}: {seconds:.1f} s, gap closed {summary['all']['gap_closed']:.1%}", flush=True)
-    return {"workers": workers, "seconds": seconds, "matrices": len(results), "summary": summary,
+                      "min_layer_gap_closed": min(gap_closed(r[3], r[2], r[4]) for r in rs),
+                      "max_layer_gap_closed": max(gap_closed(r[3], r[2], r[4]) for r in rs),
+                      "layer_seconds": sum(r[5] for r in rs)}
+    print(f"  whole model, workers={workers}, fused q/k/v={fuse_qkv}: {seconds:.1f} s, gap closed "
+          f"{summary['all']['gap_closed']:.1%}", flush=True)
+    return {"workers": workers, "fused_qkv": fuse_qkv, "seconds": seconds, "matrices": len(mats), "summary": summary,
             "stopped_early": any(r.stopped_early for r in results.values())}
 
 
@@ -198,11 +217,15 @@ def verdicts(data: dict) -> list[str]:
         lines.append(f"- {r['source']} {r['shape']} at 75 % HiNM (V = 64): gyro closes {r['gyro']['gap_closed']:.1%} "
                      f"of the gap — target ≥ 25 %: **{'met' if ok else 'not met'}**.")
     model = data.get("model") or []
-    if model:
-        s = model[0]["summary"]["all"]
+    for fused in (False, True):
+        runs = [m for m in model if bool(m.get("fused_qkv")) == fused]
+        if not runs:
+            continue
+        s = runs[0]["summary"]["all"]
         ok = s["gap_closed"] >= 0.25
-        lines.append(f"- Whole all-mpnet-base-v2 (72 matrices) at 75 % HiNM (V = 64): gyro closes {s['gap_closed']:.1%} "
-                     f"of the gap in total (layers from {s['min_layer_gap_closed']:.1%} to {s['max_layer_gap_closed']:.1%}) "
+        lines.append(f"- Whole all-mpnet-base-v2 (72 matrices{', q/k/v fused' if fused else ''}) at 75 % HiNM (V = 64): "
+                     f"gyro closes {s['gap_closed']:.1%} of the gap in total (layers from "
+                     f"{s['min_layer_gap_closed']:.1%} to {s['max_layer_gap_closed']:.1%}) "
                      f"— target ≥ 25 %: **{'met' if ok else 'not met'}**.")
     beats = [(r, r["gyro"]["retained"] > max(r["channel_swap"]["retained"], r["random"]["retained"])) for r in real]
     lost = [r for r, ok in beats if not ok]
@@ -212,7 +235,8 @@ def verdicts(data: dict) -> list[str]:
                      f"{r['source']} {r['shape']} {r['pattern']} {r['sparsity']:.1%}" for r in lost) + "."))
     for m in model:
         ok = m["seconds"] < 180
-        lines.append(f"- 72-matrix model with {m['workers']} worker process(es): {m['seconds']:.0f} s — target < 180 s: "
+        lines.append(f"- 72-matrix model{' (q/k/v fused)' if m.get('fused_qkv') else ''} with {m['workers']} worker "
+                     f"process(es): {m['seconds']:.0f} s — target < 180 s: "
                      f"**{'met' if ok else 'not met'}**" + (" (the time budget cut the search short)" if m["stopped_early"] else "")
                      + ".")
     return lines
@@ -394,14 +418,20 @@ def write_markdown(data: dict, path: Path) -> None:
     if data.get("model"):
         md += ["### Whole BERT-base-sized model (72 matrices)", "",
                "all-mpnet-base-v2 (12 layers × q, k, v, o 768×768, FFN 3072×768 and 768×3072), HiNM V = 64 at 75 %,",
-               "default `Gyro(seed=0)`, no time budget, `permute_scores` over all 72 saliency matrices.", "",
-               "| workers | wall time (s) | layer type | matrices | Σ layer search time (s) | no perm / unstructured | "
-               "gap closed (total) | gap closed per layer (min – max) |",
-               "| ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
+               "default `Gyro(seed=0)`, no time budget, `permute_scores` over all 72 saliency matrices. *q, k, v*:",
+               "*separate* permutes each as its own 768×768 layer; *fused* permutes each layer's q, k, v as one",
+               "2304×768 layer, as `sparsify(..., fuse_siblings=True)` deploys them (exporter.siblings: one kernel",
+               "launch, and blocks may mix rows of q, k and v). A fused layer is scored against its members' own",
+               "unstructured bounds (each at 75 %; every row keeps the same count fused or not), so both variants",
+               "compare the same 72 matrices against the same bounds; per-layer min – max counts a fused layer once.", "",
+               "| q, k, v | workers | wall time (s) | layer type | matrices | Σ layer search time (s) | "
+               "no perm / unstructured | gap closed (total) | gap closed per layer (min – max) |",
+               "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
         for m in data["model"]:
+            mode = "fused" if m.get("fused_qkv") else "separate"
             for t, s in m["summary"].items():
-                md.append(f"| {m['workers']} | {m['seconds']:.1f} | {t} | {s['matrices']} | {s['layer_seconds']:.1f} | "
-                          f"{s['no_perm_of_unstructured']:.2%} | {s['gap_closed']:.1%} | "
+                md.append(f"| {mode} | {m['workers']} | {m['seconds']:.1f} | {t} | {s['matrices']} | "
+                          f"{s['layer_seconds']:.1f} | {s['no_perm_of_unstructured']:.2%} | {s['gap_closed']:.1%} | "
                           f"{s['min_layer_gap_closed']:.1%} – {s['max_layer_gap_closed']:.1%} |")
         md += ["", "Σ layer search time adds up each layer's own search time; with 2 worker processes it exceeds the",
                "wall time when both processes get a core, and grows when other jobs share the machine.", ""]
@@ -530,8 +560,9 @@ def main(argv: list[str] | None = None) -> int:
                     ablate = label == "HiNM V=64" and sparsity == 0.75
                     data["rows"].append(run_case(src, f"{n}×{k}", sub, label, pattern, sparsity, ablate))
             if src == "mpnet" and not args.no_model:
-                for w in args.workers:
-                    data["model"].append(model_run(mats, w))
+                for fuse in (False, True):
+                    for w in args.workers:
+                        data["model"].append(model_run(mats, w, fuse))
     (out / "permutation.json").write_text(json.dumps(data, indent=1))
     write_markdown(data, out / "PERMUTATION.md")
     print(f"wrote {out / 'permutation.json'} and {out / 'PERMUTATION.md'}")

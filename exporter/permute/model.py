@@ -23,24 +23,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..graph import trace_linears
 from ..masks import LayerMask
 from ..modules import SparseLinear
 from ..patterns import TW, HiNM, Pattern, PatternError, pattern_from_spec
+from ..siblings import fuse_selected
 from ._common import Deadline
 from .config import PermutationConfig
 from .layers import check_config, check_pattern, permute_hinm, permute_tw
 from .result import PermutationReport, PermutationResult
-
-# Ops that act on every feature independently, so a permutation of features commutes with them.
-_ELEMENTWISE_ATEN = {
-    "gelu", "relu", "relu_", "silu", "silu_", "tanh", "sigmoid", "dropout", "clone", "alias", "hardtanh",
-    "leaky_relu", "elu", "mish", "hardswish", "hardsigmoid", "softplus", "_to_copy", "contiguous", "identity",
-}
-_ELEMENTWISE_MODULES = (nn.GELU, nn.ReLU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Dropout, nn.Identity, nn.LeakyReLU,
-                        nn.ELU, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Hardtanh)
-_ELEMENTWISE_FUNCTIONS = {torch.relu, torch.tanh, torch.sigmoid, nn.functional.gelu, nn.functional.relu,
-                          nn.functional.silu, nn.functional.dropout, nn.functional.leaky_relu, nn.functional.elu,
-                          nn.functional.mish, nn.functional.hardswish, nn.functional.softplus}
 
 
 # ---- which outputs can be absorbed ------------------------------------------------------------------------------
@@ -72,52 +63,14 @@ def _chain_pairs(nodes: Iterable, linear_of: Callable, is_elementwise: Callable)
     return pairs
 
 
-def _export_pairs(model: nn.Module, example_inputs: tuple, names: set[str]) -> dict[str, str]:
-    was_training = model.training
-    model.eval()
-    try:
-        graph = torch.export.export(model, tuple(example_inputs)).graph_module.graph
-    finally:
-        model.train(was_training)
-
-    def linear_of(node) -> str | None:
-        if node.op != "call_function" or getattr(node.target, "__name__", "").split(".")[0] != "linear":
-            return None
-        stack = node.meta.get("nn_module_stack") or {}
-        path = list(stack.values())[-1][0] if stack else None
-        return path if path in names else None
-
-    def is_elementwise(node) -> bool:
-        return node.op == "call_function" and getattr(node.target, "__name__", "").split(".")[0] in _ELEMENTWISE_ATEN
-
-    return _chain_pairs(graph.nodes, linear_of, is_elementwise)
-
-
-def _fx_pairs(model: nn.Module, names: set[str]) -> dict[str, str]:
-    traced = torch.fx.symbolic_trace(model)
-    modules = dict(traced.named_modules())
-
-    def linear_of(node) -> str | None:
-        return node.target if node.op == "call_module" and node.target in names else None
-
-    def is_elementwise(node) -> bool:
-        if node.op == "call_module":
-            return isinstance(modules.get(node.target), _ELEMENTWISE_MODULES)
-        return node.op == "call_function" and node.target in _ELEMENTWISE_FUNCTIONS
-
-    return _chain_pairs(traced.graph.nodes, linear_of, is_elementwise)
-
-
 def absorbable_pairs(model: nn.Module, names: Iterable[str], example_inputs: Sequence | None = None) -> dict[str, str]:
     """{producer: consumer} among `names` whose permutation can be absorbed (see the module docstring).
 
     Traces with torch.export when example inputs are given, else with torch.fx; when tracing fails every
     output is restored by the scatter (correct, just no absorption) and a warning says why."""
-    names = set(names)
     try:
-        if example_inputs is not None:
-            return _export_pairs(model, tuple(example_inputs), names)
-        return _fx_pairs(model, names)
+        graph = trace_linears(model, names, example_inputs)
+        return _chain_pairs(graph.nodes, graph.linear_of, graph.is_elementwise)
     except Exception as err:  # tracing arbitrary models can fail in many ways; restoring is always correct
         warnings.warn(f"permute: could not trace the model to find absorbable layer pairs ({type(err).__name__}: "
                       f"{str(err).splitlines()[0] if str(err) else ''}); every permuted output is restored by the "
@@ -242,12 +195,13 @@ def permute_model(model: nn.Module, pattern: Pattern | str | dict, sparsity: flo
                   saliency: str = "magnitude", data: Iterable | None = None, loss_fn: Callable | None = None,
                   max_batches: int | None = None, absorb: str | Mapping[str, str] = "auto",
                   example_inputs: Sequence | None = None, dtype: torch.dtype | None = None, workers: int = 1,
-                  progress: bool = True) -> PermutationReport:
+                  progress: bool = True, fuse_siblings: bool | Sequence[Sequence[str]] = False) -> PermutationReport:
     """Prune and permute the selected nn.Linear layers of `model` in place (they become SparseLinear).
 
     absorb: 'auto' (trace the model: torch.export with `example_inputs`, else torch.fx), 'none' (restore
     every output by the scatter) or an explicit {producer: consumer} mapping you vouch for.  The model
-    computes the same function as the unpermuted model with the same kept weights."""
+    computes the same function as the unpermuted model with the same kept weights.  fuse_siblings: as in
+    `sparsify` (fuse layers reading the same input first; traced with `example_inputs` when given)."""
     from ..sparsify import compute_scores, select_layers
 
     start = time.perf_counter()
@@ -255,6 +209,7 @@ def permute_model(model: nn.Module, pattern: Pattern | str | dict, sparsity: flo
     layers = select_layers(model, include, exclude)
     if not layers:
         raise PatternError(f"no nn.Linear layer matches include={list(include)} exclude={list(exclude)}")
+    layers, _ = fuse_selected(model, layers, fuse_siblings, example_inputs)
     scores = compute_scores(model, layers, saliency, data, loss_fn, max_batches, progress)
     results = permute_scores(scores, pattern, sparsity, config, progress=progress, workers=workers)
     if absorb == "auto":

@@ -25,7 +25,6 @@ _ELEMENTWISE_FUNCTIONS = {torch.relu, torch.tanh, torch.sigmoid, nn.functional.g
                           nn.functional.mish, nn.functional.hardswish, nn.functional.softplus}
 
 
-
 @dataclass
 class LinearGraph:
     """A traced graph's nodes; `linear_of(node)` names the selected nn.Linear a node runs (or None), and

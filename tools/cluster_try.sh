@@ -7,6 +7,7 @@
 #   tests   only if the A/B's outputs agree: the GPU suite on the patched copy with the plain build as its Hopper
 #           cubin (this checkout is not modified)
 # Usage (repo root):  bash tools/cluster_try.sh [build]      (on the device: source .device-kit/install.sh first)
+#   `ab` stops after the A/B; CLUSTER_CUBINS=DIR takes cluster_debug.cubin and cluster.cubin from DIR instead of building them
 set -uo pipefail
 OUT="${OUT:-out/cluster}"
 mkdir -p "$OUT"
@@ -26,9 +27,14 @@ else
 fi
 flags=(-std=c++17 -O3 --use_fast_math -gencode=arch=compute_90a,code=sm_90a -cubin "$work/cuda/kernels_sm90.cu"
        -DSPARSETRT_SM90_CLUSTER=2)
-nvcc "${flags[@]}" -DSPARSETRT_SM90_HANG_DEBUG=1 -o "$OUT/cluster_debug.cubin" || exit 2
-nvcc "${flags[@]}" -o "$OUT/cluster.cubin" || exit 2
-echo "built $OUT/cluster_debug.cubin and $OUT/cluster.cubin"
+if [ -n "${CLUSTER_CUBINS:-}" ]; then   # built earlier (`bash tools/cluster_try.sh build` on a machine with nvcc)
+  cp "$CLUSTER_CUBINS/cluster_debug.cubin" "$CLUSTER_CUBINS/cluster.cubin" "$OUT/" || exit 2
+  echo "using the cubins built in $CLUSTER_CUBINS"
+else
+  nvcc "${flags[@]}" -DSPARSETRT_SM90_HANG_DEBUG=1 -o "$OUT/cluster_debug.cubin" || exit 2
+  nvcc "${flags[@]}" -o "$OUT/cluster.cubin" || exit 2
+  echo "built $OUT/cluster_debug.cubin and $OUT/cluster.cubin"
+fi
 [ "${1:-}" = build ] && exit 0
 
 # the copy runs with this checkout's built kernels (ignored by git), its Hopper cubin replaced only for the tests
@@ -41,5 +47,6 @@ timeout 60 python3 tools/cluster_probe.py "$OUT/cluster_debug.cubin" || { echo "
 timeout 240 python3 tools/ab_sm90.py "ship=$shipped" "cluster=$OUT/cluster.cubin" --patterns hinm128,tvw128 \
   --rounds 4 --out "$OUT/ab_cluster.json" | tail -n 20
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "A/B outputs differ: stop"; exit 1; }
+[ "${1:-}" = ab ] && exit 0
 cp "$OUT/cluster.cubin" "$shipped"
 OUT="$OUT/gpu" timeout 420 bash tools/run_gpu_tests.sh

@@ -2,12 +2,14 @@
 # The unfinished 2-CTA cluster experiment (docs/KERNEL_NOTES.md "v10") in one device call, hang-safe first:
 #   build   (no GPU needed) apply tools/cuda/sm90_cluster_multicast.patch to a copy of the tree and build its
 #           hang-debug and plain cubins into $OUT
-#   probe   tools/cluster_probe.py on the hang-debug build (waits give up after ~0.2 s: a deadlock cannot hang the call)
-#   ab      only if the probe is clean: the A/B against the shipped cubin at full size (HiNM V128, TVW G128)
-#   tests   only if the A/B's outputs agree: the GPU suite on the patched copy with the plain build as its Hopper
+#   probe   tools/cluster_probe.py on each variant's hang-debug build (waits give up after ~0.2 s: a deadlock cannot
+#           hang the call): the multicast one, local values (no multicast) and per-thread releases
+#   ab      the A/B of the plain multicast and local-values builds against the shipped cubin (HiNM V128)
+#   tests   only if the multicast build's probe was clean: the GPU suite on the patched copy with the plain build as its Hopper
 #           cubin (this checkout is not modified)
 # Usage (repo root):  bash tools/cluster_try.sh [build]      (on the device: source .device-kit/install.sh first)
-#   `ab` stops after the A/B; CLUSTER_CUBINS=DIR takes cluster_debug.cubin and cluster.cubin from DIR instead of building them
+#   `ab` stops after the A/B; CLUSTER_CUBINS=DIR takes the variants' cubins (V.cubin, V_debug.cubin) from DIR instead of
+#   building them
 set -uo pipefail
 OUT="${OUT:-out/cluster}"
 mkdir -p "$OUT"
@@ -27,13 +29,21 @@ else
 fi
 flags=(-std=c++17 -O3 --use_fast_math -gencode=arch=compute_90a,code=sm_90a -cubin "$work/cuda/kernels_sm90.cu"
        -DSPARSETRT_SM90_CLUSTER=2)
+# variants: the multicast build, and the two that split the question (docs/KERNEL_NOTES.md v10): local values (the
+# cluster's pairing and barriers, no multicast) and per-thread releases; each as a hang-debug and a plain cubin
+declare -A variant_flags=([cluster]="" [local]="-DSPARSETRT_SM90_CLUSTER_LOCAL_A=1" [thread]="-DSPARSETRT_SM90_CLUSTER_THREAD_ARRIVALS=1")
+variants=(cluster local thread)
 if [ -n "${CLUSTER_CUBINS:-}" ]; then   # built earlier (`bash tools/cluster_try.sh build` on a machine with nvcc)
-  cp "$CLUSTER_CUBINS/cluster_debug.cubin" "$CLUSTER_CUBINS/cluster.cubin" "$OUT/" || exit 2
+  for v in "${variants[@]}"; do cp "$CLUSTER_CUBINS/${v}_debug.cubin" "$CLUSTER_CUBINS/$v.cubin" "$OUT/" || exit 2; done
   echo "using the cubins built in $CLUSTER_CUBINS"
 else
-  nvcc "${flags[@]}" -DSPARSETRT_SM90_HANG_DEBUG=1 -o "$OUT/cluster_debug.cubin" || exit 2
-  nvcc "${flags[@]}" -o "$OUT/cluster.cubin" || exit 2
-  echo "built $OUT/cluster_debug.cubin and $OUT/cluster.cubin"
+  for v in "${variants[@]}"; do
+    # shellcheck disable=SC2086
+    nvcc "${flags[@]}" ${variant_flags[$v]} -DSPARSETRT_SM90_HANG_DEBUG=1 -o "$OUT/${v}_debug.cubin" || exit 2
+    # shellcheck disable=SC2086
+    nvcc "${flags[@]}" ${variant_flags[$v]} -o "$OUT/$v.cubin" || exit 2
+  done
+  echo "built ${variants[*]} (plain and _debug) in $OUT"
 fi
 [ "${1:-}" = build ] && exit 0
 
@@ -43,10 +53,16 @@ cp -r "$root/trt_plugins/kernels" "$work/trt_plugins/"
 cd "$work" || exit 2
 export PYTHONPATH="$work${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 SPARSETRT_TAIL_SPLIT=0 SPARSETRT_SM90_CLUSTER=2
 shipped=trt_plugins/kernels/sparsetrt_kernels_sm90a.cubin
-timeout 60 python3 tools/cluster_probe.py "$OUT/cluster_debug.cubin" || { echo "probe not clean: stop"; exit 1; }
-timeout 240 python3 tools/ab_sm90.py "ship=$shipped" "cluster=$OUT/cluster.cubin" --patterns hinm128,tvw128 \
-  --rounds 4 --out "$OUT/ab_cluster.json" | tail -n 20
-[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "A/B outputs differ: stop"; exit 1; }
+clean=()
+for v in "${variants[@]}"; do   # every variant's probe, so one call tells which of them races
+  echo "== probe: $v"
+  timeout 60 python3 tools/cluster_probe.py "$OUT/${v}_debug.cubin" && clean+=("$v")
+done
+echo "clean probes: ${clean[*]:-none}"
+# the times stand even where outputs differ (ab_sm90 exits 1 then)
+timeout 240 python3 tools/ab_sm90.py "ship=$shipped" "cluster=$OUT/cluster.cubin" "local=$OUT/local.cubin" \
+  --patterns hinm128 --rounds 3 --out "$OUT/ab_cluster.json" | tail -n 14
+[ "${#clean[@]}" -gt 0 ] && [ "${clean[0]}" = cluster ] || { echo "the multicast build is not clean: stop"; exit 1; }
 [ "${1:-}" = ab ] && exit 0
 cp "$OUT/cluster.cubin" "$shipped"
 OUT="$OUT/gpu" timeout 420 bash tools/run_gpu_tests.sh

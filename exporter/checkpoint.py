@@ -13,11 +13,14 @@ from torch import nn
 from . import zoo
 from .formats import tilesparse
 from .modules import SparseLinear
+from .patterns import PatternError
+from .siblings import fuse_siblings
 from .sparsify import _set_module
 
 
 def save_model(model: nn.Module, path: str | Path, spec: dict) -> None:
-    """`spec` rebuilds the architecture: {"zoo": name, "kwargs": {...}} (+ anything informative)."""
+    """`spec` rebuilds the architecture: {"zoo": name, "kwargs": {...}, optional "fused": {fused layer: members}
+    (exporter.siblings)} (+ anything informative)."""
     sparse = {name: m for name, m in model.named_modules() if isinstance(m, SparseLinear)}
     layers = {name: (m.format, m.bias) for name, m in sparse.items()}
     dense = {k: v for k, v in model.state_dict().items() if not any(k.startswith(n + ".") for n in sparse)}
@@ -33,6 +36,8 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     spec = json.loads(meta["model"])
     activations = json.loads(meta.get("activations", "{}"))
     model = zoo.build(spec["zoo"], **spec.get("kwargs", {}))
+    if spec.get("fused"):
+        _fuse_as_saved(model, spec["fused"], path)
     for name, (fmt, bias) in layers.items():
         try:
             model.get_submodule(name)
@@ -45,3 +50,15 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     if missing or unexpected:
         raise tilesparse.FormatError(f"{path}: state does not match model '{spec['zoo']}': missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.eval(), spec
+
+
+def _fuse_as_saved(model: nn.Module, fused: dict, path: str | Path) -> None:
+    """Fuse the rebuilt model's sibling groups as the pruned one was, so the saved fused layers have their places."""
+    if not isinstance(fused, dict) or not all(isinstance(m, list) for m in fused.values()):
+        raise tilesparse.FormatError(f"{path}: 'fused' in the model header must map fused layers to member lists")
+    try:
+        made = fuse_siblings(model, list(fused.values()))
+    except PatternError as err:
+        raise tilesparse.FormatError(f"{path}: cannot fuse the saved sibling groups again: {err}") from None
+    if made != fused:
+        raise tilesparse.FormatError(f"{path}: the saved groups fuse into {sorted(made)}, expected {sorted(fused)}")

@@ -34,7 +34,8 @@ def _load_config(path: str) -> dict:
     return data
 
 
-PRUNE_KEYS = {"model", "model_args", "pattern", "sparsity", "include", "exclude", "seed", "output", "saliency"}
+PRUNE_KEYS = {"model", "model_args", "pattern", "sparsity", "include", "exclude", "seed", "output", "saliency",
+              "fuse_siblings"}
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -53,14 +54,19 @@ def cmd_prune(args: argparse.Namespace) -> int:
     torch.manual_seed(int(get("seed", 0)))
     model = zoo.build(model_name, **model_args).eval()
     pattern, sparsity = get("pattern", "hinm"), float(get("sparsity", 0.75))
+    fuse = args.fuse_siblings or cfg.get("fuse_siblings", False)
+    if not isinstance(fuse, bool):
+        raise CLIError(f"--config {args.config}: fuse_siblings must be true or false, got {fuse!r}")
     report = sparsify(model, pattern, sparsity, include=get("include", None) or ["*"],
-                      exclude=get("exclude", None) or [], progress=not args.quiet)
+                      exclude=get("exclude", None) or [], progress=not args.quiet, fuse_siblings=fuse)
     if not args.quiet:
         report.print()
     out = Path(get("output", "out/model.sparse.safetensors"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.save_model(model, out, {"zoo": model_name, "kwargs": model_args, "pattern": str(pattern),
-                                       "sparsity": sparsity})
+    spec = {"zoo": model_name, "kwargs": model_args, "pattern": str(pattern), "sparsity": sparsity}
+    if report.fused:   # load_model fuses the rebuilt model's siblings the same way before placing the layers
+        spec["fused"] = report.fused
+    checkpoint.save_model(model, out, spec)
     if args.report_json:
         Path(args.report_json).write_text(json.dumps(report.to_dict(), indent=2))
     print(f"wrote {out} ({report.pattern}, achieved sparsity {report.achieved:.2%})")
@@ -87,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", nargs="*", help="glob(s) of layer names to keep dense")
     p.add_argument("--seed", type=int, help="random seed for the model's initial weights (default 0)")
     p.add_argument("--config", help="YAML or TOML file with the same keys; command-line options win")
+    p.add_argument("--fuse-siblings", dest="fuse_siblings", action="store_true",
+                   help="fuse layers that read the same input (an encoder's q, k, v) into one sparse layer")
     p.add_argument("-o", "--output", help="checkpoint to write (default out/model.sparse.safetensors)")
     p.add_argument("--report-json", help="also write the per-layer sparsity report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")

@@ -30,6 +30,51 @@ def test_prune_config_file(tmp_path):
     assert isinstance(model.blocks[0].q, SparseLinear) and not isinstance(model.blocks[0].o, SparseLinear)
 
 
+def test_prune_fuse_siblings_checkpoint_reloads_fused_and_exports(tmp_path):
+    """--fuse-siblings: q, k, v pruned as one layer; the checkpoint reloads into the fused structure, computes what
+    the original unfused model computes with the same kept weights, and exports one custom node for q, k and v."""
+    onnx = __import__("pytest").importorskip("onnx")
+    from exporter import zoo
+
+    args = {"d_model": 64, "ffn": 128, "heads": 2, "layers": 1}
+    out = tmp_path / "enc.safetensors"
+    assert main(["prune", "--model", "encoder", "--model-args", json.dumps(args), "--pattern", "hinm:vector=64",
+                 "--fuse-siblings", "-o", str(out), "-q"]) == 0
+    model, spec = load_model(out)
+    assert spec["fused"] == {"blocks.0.q_k_v.linear": ["blocks.0.q", "blocks.0.k", "blocks.0.v"]}
+    fused = model.blocks[0].q_k_v.linear
+    assert isinstance(fused, SparseLinear) and fused.format.shape == (192, 64)
+    torch.manual_seed(0)                                          # the CLI's default seed: the original weights
+    ref = zoo.build("encoder", **args).eval()
+    mask = fused.format.mask()
+    with torch.no_grad():
+        for i, member in enumerate("qkv"):
+            getattr(ref.blocks[0], member).weight.mul_(mask[64 * i:64 * (i + 1)].float())
+        for name in ("o", "fc1", "fc2"):
+            getattr(ref.blocks[0], name).weight.mul_(getattr(model.blocks[0], name).format.mask().float())
+        x = torch.randn(2, 5, 64)
+        torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-5)
+    onnx_path = tmp_path / "enc.onnx"
+    assert main(["export", str(out), "-o", str(onnx_path), "-q"]) == 0
+    nodes = [n for n in onnx.load(str(onnx_path)).graph.node if n.domain not in ("", "ai.onnx")]
+    assert len(nodes) == 4
+
+
+def test_fused_checkpoint_with_bad_groups_is_a_clear_error(tmp_path):
+    from exporter import checkpoint
+    from exporter.formats import FormatError
+
+    out = tmp_path / "enc.safetensors"
+    assert main(["prune", "--model", "encoder", "--model-args", '{"d_model": 64, "ffn": 128, "heads": 2, "layers": 1}',
+                 "--pattern", "hinm:vector=64", "--fuse-siblings", "-o", str(out), "-q"]) == 0
+    model, spec = load_model(out)
+    spec["fused"] = {"blocks.0.q_k_v.linear": ["blocks.0.q", "blocks.0.nope"]}
+    bad = tmp_path / "bad.safetensors"
+    checkpoint.save_model(model, bad, spec)
+    with __import__("pytest").raises(FormatError, match="cannot fuse the saved sibling groups again"):
+        load_model(bad)
+
+
 def test_prune_bad_input_exit_code(tmp_path, capsys):
     assert main(["prune", "--pattern", "hinm:vector=48", "-q", "-o", str(tmp_path / "x")]) == 2
     assert "layer 'fc1'" in capsys.readouterr().err

@@ -54,7 +54,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     torch.manual_seed(int(get("seed", 0)))
     model = zoo.build(model_name, **model_args).eval()
     pattern, sparsity = get("pattern", "hinm"), float(get("sparsity", 0.75))
-    fuse = args.fuse_siblings or cfg.get("fuse_siblings", False)
+    fuse = get("fuse_siblings", False)
     if not isinstance(fuse, bool):
         raise CLIError(f"--config {args.config}: fuse_siblings must be true or false, got {fuse!r}")
     report = sparsify(model, pattern, sparsity, include=get("include", None) or ["*"],
@@ -93,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", nargs="*", help="glob(s) of layer names to keep dense")
     p.add_argument("--seed", type=int, help="random seed for the model's initial weights (default 0)")
     p.add_argument("--config", help="YAML or TOML file with the same keys; command-line options win")
-    p.add_argument("--fuse-siblings", dest="fuse_siblings", action="store_true",
-                   help="fuse layers that read the same input (an encoder's q, k, v) into one sparse layer")
+    p.add_argument("--fuse-siblings", dest="fuse_siblings", action=argparse.BooleanOptionalAction,
+                   help="fuse layers that read the same input (an encoder's q, k, v) into one sparse layer "
+                        "(default off)")
     p.add_argument("-o", "--output", help="checkpoint to write (default out/model.sparse.safetensors)")
     p.add_argument("--report-json", help="also write the per-layer sparsity report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")

@@ -28,6 +28,13 @@ def test_prune_config_file(tmp_path):
     assert main(["prune", "--config", str(cfg), "-o", str(out), "-q"]) == 0
     model, _ = load_model(out)
     assert isinstance(model.blocks[0].q, SparseLinear) and not isinstance(model.blocks[0].o, SparseLinear)
+    cfg.write_text(cfg.read_text() + "fuse_siblings: true\n")
+    assert main(["prune", "--config", str(cfg), "-o", str(out), "-q"]) == 0
+    assert "fused" in load_model(out)[1]
+    assert main(["prune", "--config", str(cfg), "--no-fuse-siblings", "-o", str(out), "-q"]) == 0   # the CLI wins
+    assert "fused" not in load_model(out)[1]
+    cfg.write_text(cfg.read_text().replace("fuse_siblings: true", "fuse_siblings: sometimes"))
+    assert main(["prune", "--config", str(cfg), "-o", str(out), "-q"]) == 2
 
 
 def test_prune_fuse_siblings_checkpoint_reloads_fused_and_exports(tmp_path):

@@ -35,7 +35,22 @@ def _load_config(path: str) -> dict:
 
 
 PRUNE_KEYS = {"model", "model_args", "pattern", "sparsity", "include", "exclude", "seed", "output", "saliency",
-              "fuse_siblings"}
+              "fuse_siblings", "permute", "permute_budget_s"}
+PERMUTATIONS = ("none", "gyro", "channel_swap", "random")   # exporter.permute: Gyro and the baselines it is measured against
+
+
+def _permutation(name: object, budget: object, seed: int):
+    """The --permute choice as an exporter.permute config (None: no permutation search at all)."""
+    from .permute import ChannelSwap, Gyro, RandomRestarts
+
+    if name not in PERMUTATIONS:
+        raise CLIError(f"permute: expected one of {list(PERMUTATIONS)}, got {name!r}")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
+        raise CLIError(f"permute_budget_s: expected a positive number of seconds, got {budget!r}")
+    if name == "none":
+        return None
+    cls = {"gyro": Gyro, "channel_swap": ChannelSwap, "random": RandomRestarts}[name]
+    return cls(seed=seed, time_budget_s=None if budget is None else float(budget))
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -51,19 +66,22 @@ def cmd_prune(args: argparse.Namespace) -> int:
     model_name, model_args = get("model", "mlp"), get("model_args", {})
     if isinstance(model_args, str):
         model_args = json.loads(model_args)
-    torch.manual_seed(int(get("seed", 0)))
+    seed = int(get("seed", 0))
+    torch.manual_seed(seed)
     model = zoo.build(model_name, **model_args).eval()
     pattern, sparsity = get("pattern", "hinm"), float(get("sparsity", 0.75))
     fuse = get("fuse_siblings", False)
     if not isinstance(fuse, bool):
         raise CLIError(f"--config {args.config}: fuse_siblings must be true or false, got {fuse!r}")
     report = sparsify(model, pattern, sparsity, include=get("include", None) or ["*"],
-                      exclude=get("exclude", None) or [], progress=not args.quiet, fuse_siblings=fuse)
+                      exclude=get("exclude", None) or [], progress=not args.quiet, fuse_siblings=fuse,
+                      permutation=_permutation(get("permute", "none"), get("permute_budget_s", None), seed))
     if not args.quiet:
         report.print()
     out = Path(get("output", "out/model.sparse.safetensors"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    spec = {"zoo": model_name, "kwargs": model_args, "pattern": str(pattern), "sparsity": sparsity}
+    spec = {"zoo": model_name, "kwargs": model_args, "pattern": str(pattern), "sparsity": sparsity,
+            "permute": get("permute", "none")}
     if report.fused:   # load_model fuses the rebuilt model's siblings the same way before placing the layers
         spec["fused"] = report.fused
     checkpoint.save_model(model, out, spec)
@@ -84,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="prune a built-in model and write a compressed checkpoint",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  sparsetrt prune --model encoder --pattern tvw:tile=64 --sparsity 0.75\n"
+                              "  sparsetrt prune --model encoder --pattern hinm:vector=64 --permute gyro --fuse-siblings\n"
                               "  sparsetrt prune --config prune.yaml   # keys: " + ", ".join(sorted(PRUNE_KEYS)))
     p.add_argument("--model", choices=["mlp", "encoder"], help="built-in model (default mlp)")
     p.add_argument("--model-args", dest="model_args", help='JSON constructor arguments, e.g. \'{"d_model": 128}\'')
@@ -96,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fuse-siblings", dest="fuse_siblings", action=argparse.BooleanOptionalAction,
                    help="fuse layers that read the same input (an encoder's q, k, v) into one sparse layer "
                         "(default off)")
+    p.add_argument("--permute", choices=PERMUTATIONS,
+                   help="permutation search before the masks (HiNM/TVW/TW): gyro, or a baseline (default none)")
+    p.add_argument("--permute-budget", dest="permute_budget_s", type=float, metavar="SECONDS",
+                   help="wall-time budget of the permutation search, all layers together (default none)")
     p.add_argument("-o", "--output", help="checkpoint to write (default out/model.sparse.safetensors)")
     p.add_argument("--report-json", help="also write the per-layer sparsity report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")

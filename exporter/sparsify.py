@@ -70,6 +70,8 @@ class SparsifyReport:
         if not console.is_terminal:   # logs and CI: do not squeeze the table into 80 columns
             console = Console(width=160)
         console.print(self.table())
+        if self.permutation is not None:   # retained saliency per layer, before / after the permutation search
+            console.print(self.permutation.table())
 
 
 def select_layers(model: nn.Module, include: Sequence[str] = ("*",), exclude: Sequence[str] = (),

@@ -67,6 +67,40 @@ def test_prune_fuse_siblings_checkpoint_reloads_fused_and_exports(tmp_path):
     assert len(nodes) == 4
 
 
+def test_prune_with_gyro_reloads_to_the_in_process_model(tmp_path, capsys):
+    """--permute gyro: the checkpoint holds the permuted layers (row_index / absorbed kept indices) and reloads into
+    exactly the model that sparsify(..., permutation=Gyro(seed)) builds in process; the report shows the search."""
+    from exporter import sparsify, zoo
+    from exporter.permute import Gyro
+
+    args = {"d_model": 128, "ffn": 256, "heads": 2, "layers": 1}
+    out, report = tmp_path / "enc.safetensors", tmp_path / "report.json"
+    assert main(["prune", "--model", "encoder", "--model-args", json.dumps(args), "--pattern", "hinm:vector=64",
+                 "--permute", "gyro", "--permute-budget", "60", "--seed", "3", "-o", str(out),
+                 "--report-json", str(report)]) == 0
+    assert "gap to unstructured closed" in capsys.readouterr().out
+    permutation = json.loads(report.read_text())["permutation"]
+    assert permutation["method"] == "gyro" and permutation["retained"] >= permutation["no_perm"]
+    model, spec = load_model(out)
+    assert spec["permute"] == "gyro"
+    torch.manual_seed(3)
+    ref = zoo.build("encoder", **args).eval()
+    sparsify(ref, "hinm:vector=64", 0.75, permutation=Gyro(seed=3, time_budget_s=60.0), progress=False)
+    x = torch.randn(2, 7, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), rtol=0, atol=0)
+
+
+def test_prune_bad_permute_options(tmp_path, capsys):
+    cfg = tmp_path / "prune.toml"
+    cfg.write_text('permute = "simulated_annealing"\n')
+    assert main(["prune", "--config", str(cfg), "-q", "-o", str(tmp_path / "x")]) == 2
+    assert "permute: expected one of ['none', 'gyro', 'channel_swap', 'random']" in capsys.readouterr().err
+    cfg.write_text('permute = "gyro"\npermute_budget_s = -1\n')
+    assert main(["prune", "--config", str(cfg), "-q", "-o", str(tmp_path / "x")]) == 2
+    assert "permute_budget_s: expected a positive number of seconds, got -1" in capsys.readouterr().err
+
+
 def test_fused_checkpoint_with_bad_groups_is_a_clear_error(tmp_path):
     from exporter import checkpoint
     from exporter.formats import FormatError

@@ -100,7 +100,7 @@ def test_validate_with_gpu_runner(model_name, pattern):
 
 @pytest.mark.parametrize("spec", ["hinm:vector=64", "tvw:tile=64"])
 def test_fused_permuted_encoder_on_cuda_matches_cpu(spec):
-    """q, k, v fused into one sparse layer (N = 3 d_model, blocks mixing rows of q, k and v after gyro) and run by
+    """q, k, v fused into one sparse layer (N = 3 d_model; gyro's blocks may mix their rows) and run by
     our kernels in fp16 on the GPU: the model output agrees with the float32 CPU model (stated tolerance 1e-2
     relative Frobenius error: fp16 through two encoder blocks, attention and LayerNorm included)."""
     import copy

@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from .permute import ChannelSwap, Gyro, RandomRestarts
+
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_MISSING_DEP = 0, 1, 2, 3
 
 
@@ -36,21 +38,22 @@ def _load_config(path: str) -> dict:
 
 PRUNE_KEYS = {"model", "model_args", "pattern", "sparsity", "include", "exclude", "seed", "output", "saliency",
               "fuse_siblings", "permute", "permute_budget_s"}
-PERMUTATIONS = ("none", "gyro", "channel_swap", "random")   # exporter.permute: Gyro and the baselines it is measured against
+# --permute: the configs' own names (exporter.permute: Gyro and the baselines it is measured against); "none" runs no
+# permutation search at all
+_PERMUTATION_CONFIGS = {cls.name: cls for cls in (Gyro, ChannelSwap, RandomRestarts)}
+PERMUTATIONS = ("none", *_PERMUTATION_CONFIGS)
 
 
 def _permutation(name: object, budget: object, seed: int):
-    """The --permute choice as an exporter.permute config (None: no permutation search at all)."""
-    from .permute import ChannelSwap, Gyro, RandomRestarts
-
+    """The --permute choice as an exporter.permute config (None for "none")."""
     if name not in PERMUTATIONS:
         raise CLIError(f"permute: expected one of {list(PERMUTATIONS)}, got {name!r}")
+    # the configs check their budget too; this names the option the user set
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
         raise CLIError(f"permute_budget_s: expected a positive number of seconds, got {budget!r}")
     if name == "none":
         return None
-    cls = {"gyro": Gyro, "channel_swap": ChannelSwap, "random": RandomRestarts}[name]
-    return cls(seed=seed, time_budget_s=None if budget is None else float(budget))
+    return _PERMUTATION_CONFIGS[name](seed=seed, time_budget_s=None if budget is None else float(budget))
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -70,18 +73,17 @@ def cmd_prune(args: argparse.Namespace) -> int:
     torch.manual_seed(seed)
     model = zoo.build(model_name, **model_args).eval()
     pattern, sparsity = get("pattern", "hinm"), float(get("sparsity", 0.75))
-    fuse = get("fuse_siblings", False)
+    fuse, permute = get("fuse_siblings", False), get("permute", "none")
     if not isinstance(fuse, bool):
         raise CLIError(f"--config {args.config}: fuse_siblings must be true or false, got {fuse!r}")
     report = sparsify(model, pattern, sparsity, include=get("include", None) or ["*"],
                       exclude=get("exclude", None) or [], progress=not args.quiet, fuse_siblings=fuse,
-                      permutation=_permutation(get("permute", "none"), get("permute_budget_s", None), seed))
+                      permutation=_permutation(permute, get("permute_budget_s", None), seed))
     if not args.quiet:
         report.print()
     out = Path(get("output", "out/model.sparse.safetensors"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    spec = {"zoo": model_name, "kwargs": model_args, "pattern": str(pattern), "sparsity": sparsity,
-            "permute": get("permute", "none")}
+    spec = {"zoo": model_name, "kwargs": model_args, "pattern": str(pattern), "sparsity": sparsity, "permute": permute}
     if report.fused:   # load_model fuses the rebuilt model's siblings the same way before placing the layers
         spec["fused"] = report.fused
     checkpoint.save_model(model, out, spec)

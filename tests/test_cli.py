@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from exporter import SparseLinear
@@ -40,7 +41,7 @@ def test_prune_config_file(tmp_path):
 def test_prune_fuse_siblings_checkpoint_reloads_fused_and_exports(tmp_path):
     """--fuse-siblings: q, k, v pruned as one layer; the checkpoint reloads into the fused structure, computes what
     the original unfused model computes with the same kept weights, and exports one custom node for q, k and v."""
-    onnx = __import__("pytest").importorskip("onnx")
+    onnx = pytest.importorskip("onnx")
     from exporter import zoo
 
     args = {"d_model": 64, "ffn": 128, "heads": 2, "layers": 1}
@@ -112,7 +113,7 @@ def test_fused_checkpoint_with_bad_groups_is_a_clear_error(tmp_path):
     spec["fused"] = {"blocks.0.q_k_v.linear": ["blocks.0.q", "blocks.0.nope"]}
     bad = tmp_path / "bad.safetensors"
     checkpoint.save_model(model, bad, spec)
-    with __import__("pytest").raises(FormatError, match="cannot fuse the saved sibling groups again"):
+    with pytest.raises(FormatError, match="cannot fuse the saved sibling groups again"):
         load_model(bad)
 
 

@@ -52,6 +52,33 @@ def read_hang(rt, module, clear: bool) -> np.ndarray:
     return buf
 
 
+def item_report(bad: torch.Tensor, row_index: torch.Tensor, diff: torch.Tensor, ref: torch.Tensor) -> str:
+    """Where the wrong outputs sit inside the work items (256 tokens x 128 rows): how many items have any, how much of
+    a bad item is wrong, by consumer half (rows 0-63 / 64-127 of the tile), by 64-token quarter, by cluster rank, and
+    how large the errors are against the outputs' rms (a lost or doubled stage adds about one stage's share)."""
+    m, n = bad.shape
+    slices, tiles = -(-m // 256), n // 128
+    pos = torch.empty(n, dtype=torch.long, device=bad.device)
+    pos[row_index.long()] = torch.arange(n, device=bad.device)   # output feature -> its place in tile order
+    padded = torch.zeros(slices * 256, n, dtype=torch.bool, device=bad.device)
+    padded[:m] = bad
+    blocks = padded[:, pos.argsort()].reshape(slices, 4, 64, tiles, 2, 64)   # slice, quarter, tok, tile, half, row
+    per_item = blocks.float().mean(dim=(1, 2, 4, 5))   # [slices, tiles]
+    bad_items = per_item > 0
+    if not bad_items.any():
+        return "  items: none wrong"
+    fr = per_item[bad_items]
+    sel = blocks.permute(0, 3, 1, 2, 4, 5)[bad_items]   # [bad items, quarter, tok, half, row]
+    halves = [round(sel[:, :, :, h].float().mean().item(), 3) for h in range(2)]
+    quarters = [round(sel[:, q].float().mean().item(), 3) for q in range(4)]
+    ranks = [int(bad_items[r::2].sum().item()) for r in range(2)]
+    rel = (diff[bad].abs() / ref.pow(2).mean().sqrt()).float()
+    return (f"  items wrong {int(bad_items.sum())}/{slices * tiles} (rank 0 / 1 slices: {ranks}); wrong share of a bad "
+            f"item min/median/max {fr.min().item():.3f}/{fr.median().item():.3f}/{fr.max().item():.3f}; by half "
+            f"{halves}, by token quarter {quarters}; |error|/rms median {rel.median().item():.3f} "
+            f"max {rel.max().item():.3f}; per slice {per_item.mean(dim=1).round(decimals=3).tolist()}")
+
+
 def main(argv=None) -> int:
     from trt_plugins import launch
 
@@ -86,6 +113,7 @@ def main(argv=None) -> int:
         slices = [round(bad[i * 256:(i + 1) * 256].float().mean().item(), 3) for i in range(-(-m // 256))]
         again = launch.tile_sparse_linear(x, *op, xt=xt)
         torch.cuda.synchronize()
+        print(item_report(bad, op[4], y.float() - ref.float(), ref.float()), flush=True)
         print(f"M={m} K={k} N={n}: hung waits {int(hang[0])} (first: block {int(hang[1])} thread {int(hang[2])} "
               f"barrier {int(hang[3])} parity {int(hang[4])} rank {int(hang[5])}; full/empty barriers at "
               f"{int(hang[8])}/{int(hang[9])}); unwritten {torch.isnan(y).float().mean().item():.4f}; "

@@ -29,10 +29,12 @@ else
 fi
 flags=(-std=c++17 -O3 --use_fast_math -gencode=arch=compute_90a,code=sm_90a -cubin "$work/cuda/kernels_sm90.cu"
        -DSPARSETRT_SM90_CLUSTER=2)
-# variants: the multicast build, and the two that split the question (docs/KERNEL_NOTES.md v10): local values (the
-# cluster's pairing and barriers, no multicast) and per-thread releases; each as a hang-debug and a plain cubin
-declare -A variant_flags=([cluster]="" [local]="-DSPARSETRT_SM90_CLUSTER_LOCAL_A=1" [thread]="-DSPARSETRT_SM90_CLUSTER_THREAD_ARRIVALS=1")
-variants=(cluster local thread)
+# variants: the multicast build, and those that split the question (docs/KERNEL_NOTES.md v10): local values (the
+# cluster's pairing and barriers, no multicast), per-thread releases, and solo (the cluster launch and pairing only:
+# nothing crosses CTAs); each as a hang-debug and a plain cubin
+declare -A variant_flags=([cluster]="" [local]="-DSPARSETRT_SM90_CLUSTER_LOCAL_A=1" [thread]="-DSPARSETRT_SM90_CLUSTER_THREAD_ARRIVALS=1"
+                          [solo]="-DSPARSETRT_SM90_CLUSTER_SOLO=1")
+variants=(cluster local thread solo)
 if [ -n "${CLUSTER_CUBINS:-}" ]; then   # built earlier (`bash tools/cluster_try.sh build` on a machine with nvcc)
   for v in "${variants[@]}"; do cp "$CLUSTER_CUBINS/${v}_debug.cubin" "$CLUSTER_CUBINS/$v.cubin" "$OUT/" || exit 2; done
   echo "using the cubins built in $CLUSTER_CUBINS"
@@ -60,7 +62,7 @@ for v in "${variants[@]}"; do   # every variant's probe, so one call tells which
 done
 echo "clean probes: ${clean[*]:-none}"
 # the times stand even where outputs differ (ab_sm90 exits 1 then)
-timeout 240 python3 tools/ab_sm90.py "ship=$shipped" "cluster=$OUT/cluster.cubin" "local=$OUT/local.cubin" \
+timeout 240 python3 tools/ab_sm90.py "ship=$shipped" "cluster=$OUT/cluster.cubin" "local=$OUT/local.cubin" "solo=$OUT/solo.cubin" \
   --patterns hinm128 --rounds 3 --out "$OUT/ab_cluster.json" | tail -n 14
 [ "${#clean[@]}" -gt 0 ] && [ "${clean[0]}" = cluster ] || { echo "the multicast build is not clean: stop"; exit 1; }
 [ "${1:-}" = ab ] && exit 0

@@ -63,3 +63,27 @@ def test_sm90_shape_constants_match_the_launch_layer(tmp_path):
     assert list(map(int, out)) == [launch.sm90_shared_bytes(64), launch.sm90_shared_bytes(128),
                                    launch.sm90_threads(64), launch.sm90_threads(128), launch.SM90_TOKENS,
                                    launch.tail_split.slot_bytes(64), launch.tail_split.slot_bytes(128)]
+
+
+@needs_nvcc
+def test_cubin_text_diff_names_the_kernel_whose_machine_code_changed(tmp_path):
+    """tools/cubin_text_diff.py (machine-code identity of a refactor, no GPU): the shipped cubin matches itself, and a
+    copy with one byte of one kernel's code flipped differs in exactly that kernel."""
+    from tools import cubin_text_diff
+
+    cubin = launch.KERNEL_DIR / launch.SM90A_CUBIN
+    sections = cubin_text_diff.text_sections(cubin)
+    name = ".text." + launch.sm90_kernel_name("float16", 128, "none")
+    assert len(sections) == len(json.loads((launch.KERNEL_DIR / "manifest.json").read_text())["sm90a_entries"])
+    data = bytearray(cubin.read_bytes())
+    code = sections[name]
+    at = data.find(code) + len(code) // 2   # every kernel's code is distinct, so find() lands in its own section
+    data[at] ^= 0xFF
+    changed = tmp_path / "changed.cubin"
+    changed.write_bytes(bytes(data))
+    assert cubin_text_diff.main([str(cubin), str(cubin)]) == 0
+    assert cubin_text_diff.main([str(cubin), str(changed)]) == 1
+    after = cubin_text_diff.text_sections(changed)
+    assert [k for k in sections if sections[k] != after[k]] == [name]
+    with pytest.raises(SystemExit, match="not a 64-bit ELF"):
+        cubin_text_diff.text_sections(launch.KERNEL_DIR / "manifest.json")

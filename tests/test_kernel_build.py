@@ -68,22 +68,23 @@ def test_sm90_shape_constants_match_the_launch_layer(tmp_path):
 @needs_nvcc
 def test_cubin_text_diff_names_the_kernel_whose_machine_code_changed(tmp_path):
     """tools/cubin_text_diff.py (machine-code identity of a refactor, no GPU): the shipped cubin matches itself, and a
-    copy with one byte of one kernel's code flipped differs in exactly that kernel."""
+    copy with one byte of one kernel's code flipped differs in exactly that kernel's code."""
     from tools import cubin_text_diff
 
     cubin = launch.KERNEL_DIR / launch.SM90A_CUBIN
-    sections = cubin_text_diff.text_sections(cubin)
-    name = ".text." + launch.sm90_kernel_name("float16", 128, "none")
-    assert len(sections) == len(json.loads((launch.KERNEL_DIR / "manifest.json").read_text())["sm90a_entries"])
+    before = cubin_text_diff.kernels(cubin)
+    name = launch.sm90_kernel_name("float16", 128, "none")
+    assert set(before) == set(json.loads((launch.KERNEL_DIR / "manifest.json").read_text())["sm90a_entries"])
+    assert all(len(s[".nv.info."]) > 0 for s in before.values())   # every kernel's launch attributes were found
     data = bytearray(cubin.read_bytes())
-    code = sections[name]
+    code = before[name][".text."]
     at = data.find(code) + len(code) // 2   # every kernel's code is distinct, so find() lands in its own section
     data[at] ^= 0xFF
     changed = tmp_path / "changed.cubin"
     changed.write_bytes(bytes(data))
     assert cubin_text_diff.main([str(cubin), str(cubin)]) == 0
     assert cubin_text_diff.main([str(cubin), str(changed)]) == 1
-    after = cubin_text_diff.text_sections(changed)
-    assert [k for k in sections if sections[k] != after[k]] == [name]
+    after = cubin_text_diff.kernels(changed)
+    assert [(k, pre) for k in before for pre in before[k] if before[k][pre] != after[k][pre]] == [(name, ".text.")]
     with pytest.raises(SystemExit, match="not a 64-bit ELF"):
-        cubin_text_diff.text_sections(launch.KERNEL_DIR / "manifest.json")
+        cubin_text_diff.sections(launch.KERNEL_DIR / "manifest.json")

@@ -3,8 +3,9 @@
 #   build   (no GPU needed) apply tools/cuda/sm90_cluster_multicast.patch to a copy of the tree and build its
 #           hang-debug and plain cubins into $OUT
 #   probe   tools/cluster_probe.py on each variant's hang-debug build (waits give up after ~0.2 s: a deadlock cannot
-#           hang the call): the multicast one, local values (no multicast) and per-thread releases
-#   ab      the A/B of the plain multicast and local-values builds against the shipped cubin (HiNM V128)
+#           hang the call): the multicast one, local values (no multicast), per-thread releases and solo (nothing
+#           crosses CTAs)
+#   ab      the A/B of the plain multicast, local-values and solo builds against the shipped cubin (HiNM V128)
 #   tests   only if the multicast build's probe was clean: the GPU suite on the patched copy with the plain build as its Hopper
 #           cubin (this checkout is not modified)
 # Usage (repo root):  bash tools/cluster_try.sh [build]      (on the device: source .device-kit/install.sh first)
